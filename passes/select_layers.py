@@ -1,0 +1,57 @@
+"""SelectLayersPass: choose the weight layers and activation tensors to quantize, with their bit widths."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from wqcompile.context import ActLayer, WeightLayer
+from wqcompile.errors import QuantizationError
+from wqcompile.layers import WEIGHT_OPS, Skip, linear_layer, relu_like
+from wqcompile.pass_manager import Pass, PassResult
+
+logger = logging.getLogger(__name__)
+
+
+class SelectLayersPass(Pass):
+    """Fills ``ctx.weight_layers`` and ``ctx.act_layers``; records why any candidate was skipped."""
+
+    kind = "analysis"
+
+    def run(self, graph: gs.Graph, ctx) -> PassResult:
+        cfg = ctx.config
+        ctx.weight_layers.clear()
+        ctx.act_layers.clear()
+        for node in graph.nodes:
+            if node.op in WEIGHT_OPS and node.domain in (None, "", "ai.onnx"):
+                if cfg.is_excluded(node.name, node.op):
+                    ctx.skipped[node.name] = "excluded by the configuration"
+                    continue
+                bits = cfg.weight_bits_for(node.name, node.op)
+                if bits is None:
+                    ctx.skipped[node.name] = "weights kept in full precision"
+                    continue
+                layer = linear_layer(node)
+                if isinstance(layer, Skip):
+                    ctx.skipped[node.name] = layer.reason
+                    continue
+                if not np.isfinite(layer.matrix).all() or (layer.bias is not None and not np.isfinite(layer.bias).all()):
+                    raise QuantizationError(f"{node.op} {node.name!r}: weight tensor {node.inputs[1].name!r} contains NaN or Inf")
+                ctx.weight_layers[node.name] = WeightLayer(node.name, node.op, node.inputs[1].name, node.inputs[0].name, bits)
+            elif node.op in ("Relu", "Clip") and node.domain in (None, "", "ai.onnx"):
+                clip = relu_like(node)
+                if isinstance(clip, Skip):
+                    ctx.skipped[node.name] = clip.reason
+                    continue
+                if cfg.is_excluded(node.name, node.op):
+                    ctx.skipped[node.name] = "excluded by the configuration"
+                    continue
+                bits = cfg.act_bits_for(node.name, node.op)
+                if bits is None:
+                    ctx.skipped[node.name] = "activations kept in full precision"
+                    continue
+                ctx.act_layers[node.name] = ActLayer(node.name, node.outputs[0].name, node.inputs[0].name, bits, clip)
+        logger.info("selected %d weight layers and %d activation layers", len(ctx.weight_layers), len(ctx.act_layers))
+        return PassResult(graph, False)

@@ -1,0 +1,3 @@
+from wqcompile.cli import main
+
+main()

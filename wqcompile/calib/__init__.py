@@ -1,0 +1,1 @@
+"""Calibration: readers that turn what users have into feed dicts, and streaming observers."""

@@ -1,0 +1,136 @@
+"""Typed compile configuration.
+
+Every CLI flag maps to exactly one field of :class:`QuantConfig`. Per-layer overrides are an ordered list of
+:class:`LayerOverride`; later entries win (like torch.ao's ``QConfigMapping``, in increasing match priority).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from wqcompile.errors import ConfigError
+
+MIN_BITS, MAX_BITS = 1, 8
+WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
+ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita")
+
+
+def parse_bits(text: str | int | None, what: str) -> int | None:
+    """Parse a bit width: an integer in 1..8, or ``f`` / ``None`` for full precision."""
+    if text is None:
+        return None
+    if isinstance(text, str) and text.strip().lower() in ("f", "fp", "float", "fp32"):
+        return None
+    try:
+        bits = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS} or 'f', got {text!r}") from None
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"{what} must be in {MIN_BITS}..{MAX_BITS} or 'f' (full precision), got {bits}")
+    return bits
+
+
+def node_matches(pattern: str, name: str, op_type: str) -> bool:
+    """A pattern matches a node by exact op type, exact name, or a regular expression over the whole name."""
+    if pattern == op_type or pattern == name:
+        return True
+    try:
+        return re.fullmatch(pattern, name or "") is not None
+    except re.error:
+        return False
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Bits for the nodes a pattern matches (``None`` field = keep the global value; ``"f"`` = full precision)."""
+
+    pattern: str
+    weight_bits: int | str | None = None
+    act_bits: int | str | None = None
+
+    @staticmethod
+    def parse(text: str) -> "LayerOverride":
+        """Parse ``PATTERN=wbits:4,abits:f`` (either key may be omitted)."""
+        if "=" not in text:
+            raise ConfigError(f"override {text!r} must look like PATTERN=wbits:N,abits:N")
+        pattern, _, spec = text.rpartition("=")
+        values: dict[str, Any] = {}
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            key, _, value = item.partition(":")
+            key = key.strip().lower()
+            if key not in ("wbits", "abits") or not value:
+                raise ConfigError(f"override {text!r}: unknown item {item!r} (use wbits:N and/or abits:N)")
+            parse_bits(value, f"override {text!r} {key}")
+            values["weight_bits" if key == "wbits" else "act_bits"] = value.strip()
+        if not pattern or not values:
+            raise ConfigError(f"override {text!r} must name a pattern and at least one of wbits/abits")
+        return LayerOverride(pattern.strip(), **values)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """What to quantize and how. ``None`` bits mean full precision."""
+
+    weight_bits: int | None = 4
+    act_bits: int | None = 4
+    weight_quantizer: str = "wq"
+    act_quantizer: str = "wq"
+    weight_mode: str = "symmetric"        # wq-algorithm.md §2.3: "symmetric" (caffe-WQ) or "per_sign" (paper)
+    weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
+    act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"
+    weight_granularity: str = "tensor"    # "tensor" (paper) or "channel" (one codebook per output channel)
+    exclude: tuple[str, ...] = ()
+    overrides: tuple[LayerOverride, ...] = ()
+    max_calib_samples: int | None = None
+    verify_samples: int = 16
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_bits", parse_bits(self.weight_bits, "weight bits"))
+        object.__setattr__(self, "act_bits", parse_bits(self.act_bits, "activation bits"))
+        choices = {
+            "weight_quantizer": WEIGHT_QUANTIZER_NAMES,
+            "act_quantizer": ACT_QUANTIZER_NAMES,
+            "weight_mode": ("symmetric", "per_sign"),
+            "weight_search": ("exact", "bisect"),
+            "act_search": ("code", "robust"),
+            "weight_granularity": ("tensor", "channel"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.max_calib_samples is not None and self.max_calib_samples < 1:
+            raise ConfigError(f"max calibration samples must be ≥ 1, got {self.max_calib_samples}")
+        if self.verify_samples < 0:
+            raise ConfigError(f"verify samples must be ≥ 0, got {self.verify_samples}")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+
+    def is_excluded(self, name: str, op_type: str) -> bool:
+        return any(node_matches(p, name, op_type) for p in self.exclude)
+
+    def weight_bits_for(self, name: str, op_type: str) -> int | None:
+        bits: Any = self.weight_bits
+        for ov in self.overrides:
+            if ov.weight_bits is not None and node_matches(ov.pattern, name, op_type):
+                bits = parse_bits(ov.weight_bits, f"override {ov.pattern!r} wbits")
+        return bits
+
+    def act_bits_for(self, name: str, op_type: str) -> int | None:
+        bits: Any = self.act_bits
+        for ov in self.overrides:
+            if ov.act_bits is not None and node_matches(ov.pattern, name, op_type):
+                bits = parse_bits(ov.act_bits, f"override {ov.pattern!r} abits")
+        return bits
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (stored in the compiled model's metadata)."""
+        d = dataclasses.asdict(self)
+        d.pop("progress")
+        d["overrides"] = [dataclasses.asdict(o) for o in self.overrides]
+        d["exclude"] = list(self.exclude)
+        return d

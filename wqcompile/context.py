@@ -1,0 +1,78 @@
+"""The typed compile context: what analysis passes find and later passes use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from wqcompile.config import QuantConfig
+from wqcompile.quant import ActQuantizer, LogHistogram, WeightCodebook
+
+
+@dataclass
+class WeightLayer:
+    """A Conv / Gemm / MatMul chosen for weight quantization (filled by SelectLayersPass)."""
+
+    node: str                 # node name
+    op_type: str              # "Conv" or "Gemm" (MatMul is normalised to Gemm-like [N, K] weights)
+    weight: str               # name of the constant weight tensor
+    input: str                # name of the activation input tensor
+    bits: int | None          # None: keep the weights in full precision
+
+
+@dataclass
+class ActLayer:
+    """A Relu or ReLU-like Clip(0, max) whose output is log-quantized."""
+
+    node: str
+    output: str               # the activation tensor that is quantized
+    input: str                # the pre-activation tensor
+    bits: int
+    clip_max: float | None    # Clip(0, m): quantize min(x, m)
+
+
+@dataclass
+class FittedWeights:
+    """A weight tensor's codebook, as fitted (float) and as arranged for the op ([M, ...] rows)."""
+
+    codebooks: list[WeightCodebook]   # one per tensor, or one per output channel
+    bits: int
+    matrix: np.ndarray                # the FP32 weight arranged [M, fan_in]: Conv [M, C/g·kH·kW], Gemm [N, K]
+
+
+@dataclass
+class CompileContext:
+    """Typed analysis results shared by the passes of one compilation.
+
+    Attributes:
+        config: the compile configuration.
+        calibration: an iterable of ``{input_name: ndarray}`` feed dicts (see :mod:`wqcompile.calib.readers`).
+        source_model: the model as loaded (before any pass), used to compare against FP32.
+        weight_layers / act_layers: what SelectLayersPass chose (node name → layer).
+        stats: streaming log2 histograms per observed tensor (CalibratePass).
+        weights: fitted codebooks per weight layer (FitWeightsPass).
+        activations: fitted activation quantizers per quantized tensor (FitActivationsPass).
+        skipped: node name → reason it was left untouched.
+        layer_report: node name → per-layer numbers (filled by rewrite and verify).
+        verify: whole-model fidelity numbers (VerifyPass).
+    """
+
+    config: QuantConfig = field(default_factory=QuantConfig)
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None
+    source_model: onnx.ModelProto | None = None
+    weight_layers: dict[str, WeightLayer] = field(default_factory=dict)
+    act_layers: dict[str, ActLayer] = field(default_factory=dict)
+    stats: dict[str, LogHistogram] = field(default_factory=dict)
+    calib_samples: int = 0
+    verify_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)   # a few calibration batches kept for verify
+    weights: dict[str, FittedWeights] = field(default_factory=dict)
+    activations: dict[str, ActQuantizer] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    layer_report: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    passes_run: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)

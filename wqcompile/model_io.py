@@ -1,0 +1,98 @@
+"""Loading models with clear errors, and writing outputs atomically (never a half-written file)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from wqcompile.errors import ModelLoadError, OutputError, UnsupportedModelError
+
+# Default-domain opsets our passes understand (Conv/Gemm/MatMul/Relu/Clip semantics checked against these).
+MIN_OPSET, MAX_OPSET = 7, 23
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load and check an ONNX model; every failure is a ModelLoadError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such model file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelLoadError(f"{path}: cannot read ({err.strerror})") from None
+    if not data:
+        raise ModelLoadError(f"{path}: file is empty, not an ONNX model")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise ModelLoadError(f"{path}: not a valid ONNX model (protobuf parse failed: {type(err).__name__})") from None
+    if not model.graph.node and not model.graph.input:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph)")
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as err:
+            raise ModelLoadError(f"{path}: external weight data could not be loaded: {err}") from None
+    check_opset(model, path)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"{path}: fails onnx.checker: {first}") from None
+    return model
+
+
+def check_opset(model: onnx.ModelProto, where: object) -> int:
+    opset = next((o.version for o in model.opset_import if o.domain in (None, "", "ai.onnx")), None)
+    if opset is None:
+        raise UnsupportedModelError(f"{where}: the model imports no default-domain opset")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedModelError(f"{where}: opset {opset} is not supported (wqcompile handles opsets {MIN_OPSET}..{MAX_OPSET})")
+    return opset
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """Refuse an output that would overwrite an input, or that cannot be written."""
+    output = Path(output)
+    for src in inputs:
+        if src is not None and output.resolve() == Path(src).resolve():
+            raise OutputError(f"{output}: output path is the same as the input {src}; refusing to overwrite it")
+    parent = output.resolve().parent
+    if output.is_dir():
+        raise OutputError(f"{output}: output path is a directory")
+    if not parent.is_dir():
+        raise OutputError(f"{output}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{output}: output directory {parent} is not writable")
+    return output
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place: readers see the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> int:
+    """Serialize deterministically and write atomically; returns the byte size."""
+    data = model.SerializeToString(deterministic=True)
+    if len(data) >= 2**31:
+        raise OutputError(f"{path}: compiled model is {len(data)} bytes, over protobuf's 2 GB limit")
+    write_bytes_atomic(path, data)
+    return len(data)

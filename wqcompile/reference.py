@@ -18,6 +18,7 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 
 from wqcompile.errors import ModelLoadError
+from wqcompile.fast_standard_ops import STANDARD_OPS
 from wqcompile.runtime_ops import REFERENCE_OPS, register_schemas
 
 
@@ -56,7 +57,7 @@ class ReferenceSession:
             except Exception as err:
                 raise ModelLoadError(f"{path_or_model}: cannot load model ({type(err).__name__})") from None
         self.model = model
-        self._evaluator = ReferenceEvaluator(model, new_ops=list(REFERENCE_OPS))
+        self._evaluator = ReferenceEvaluator(model, new_ops=[*REFERENCE_OPS, *STANDARD_OPS])
         inits = {i.name for i in model.graph.initializer}
         self._inputs = _args(model.graph.input, inits)
         self._outputs = _args(model.graph.output)

@@ -7,6 +7,7 @@ the model, so the numbers that run are exactly the numbers stored.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -19,7 +20,8 @@ def scale_shift(max_value: float, mantissa_bits: int) -> int:
     """Largest integer ``s`` with ``max_value · 2^s ≤ 2^mantissa_bits - 1`` (0 for an all-zero tensor)."""
     if not max_value > 0 or not math.isfinite(max_value):
         return 0
-    s = math.floor(math.log2((2**mantissa_bits - 1) / max_value))
+    # difference of logs: the quotient (2^m - 1) / max_value overflows to inf for max_value below ~1e-304
+    s = math.floor(math.log2(2**mantissa_bits - 1) - math.log2(max_value))
     # log2 of a float can be off by an ulp at exact powers of two: settle it with exact ldexp comparisons.
     while math.ldexp(max_value, s) > 2**mantissa_bits - 1:
         s -= 1
@@ -51,7 +53,7 @@ def int_thresholds(real: np.ndarray, shift: int, clip_max: float | None = None) 
         if math.isinf(t):
             out[j] = UNREACHABLE if t > 0 else -ACC_LIMIT
             continue
-        v = math.ldexp(float(t), shift)   # exact: a power-of-two scale
+        v = Fraction(float(t)) * Fraction(2) ** shift   # exact rational: math.ldexp overflows or flushes to 0
         bound = math.floor(v) + 1 if strict else math.ceil(v)
         out[j] = min(max(bound, -ACC_LIMIT), UNREACHABLE)
     return out.astype(np.int32)

@@ -14,9 +14,11 @@ def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
     """Pack integer indices in ``[0, 2^bits)`` into a uint8 array of ``packed_length`` bytes."""
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
-    flat = np.asarray(indices).reshape(-1).astype(np.uint8)
-    if flat.size and int(flat.max()) >= (1 << bits):
-        raise ValueError(f"index {int(flat.max())} does not fit in {bits} bits")
+    flat = np.asarray(indices).reshape(-1)
+    # range-check before the uint8 cast, which would silently wrap 256 → 0 and -1 → 255
+    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
+        raise ValueError(f"indices {int(flat.min())}..{int(flat.max())} do not fit in {bits} bits")
+    flat = flat.astype(np.uint8)
     stream = ((flat[:, None] >> np.arange(bits, dtype=np.uint8)) & 1).astype(np.uint8).reshape(-1)
     return np.packbits(stream, bitorder="little")
 

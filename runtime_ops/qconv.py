@@ -71,11 +71,16 @@ def qconv_reference(x, w, codebook, x_table=None, bias=None, thresholds=None, *,
     if x.ndim != 4:
         raise ValueError(f"{op} {node!r}: input must be 4-D [N, C, H, W], got shape {list(x.shape)}")
     n, c, h, wd = x.shape
-    if group < 1 or c != cg * group or m % group or min(m, cg, kh, kw) < 1:
+    if group < 1 or m % group or min(m, cg, kh, kw) < 1:
+        raise ValueError(f"{op} {node!r}: w_shape {list(w_shape)} needs positive sizes and M a multiple of group {group}")
+    if c != cg * group:
         raise ValueError(f"{op} {node!r}: input has {c} channels but w_shape {list(w_shape)} with group {group} needs {cg * group}")
     if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4 or min(*strides, *dilations) < 1 or min(pads) < 0:
         raise ValueError(f"{op} {node!r}: bad strides {list(strides)} / dilations {list(dilations)} / pads {list(pads)}")
-    pads = resolve_pads(auto_pad, (h, wd), (kh, kw), strides, dilations, pads)
+    try:
+        pads = resolve_pads(auto_pad, (h, wd), (kh, kw), strides, dilations, pads)
+    except ValueError as err:
+        raise ValueError(f"{op} {node!r}: {err}") from None
     wm, row_of = weight_mantissa_matrix(op, node, w, codebook, w_bits, m, cg * kh * kw, list(w_shift))
     bias = check_bias(op, node, bias, m)
     xi = input_mantissas(op, node, x, x_table, x_shift, x_max)

@@ -27,7 +27,7 @@ def qrelu_reference(x, thresholds, node="QRelu"):
         raise ValueError(f"QRelu {node!r}: thresholds must be float32 [L-1] with L ≤ 256, got {thresholds.dtype} {list(thresholds.shape)}")
     if np.isnan(thresholds).any() or np.any(np.diff(thresholds) < 0):
         raise ValueError(f"QRelu {node!r}: thresholds must be non-decreasing and not NaN")
-    levels = np.searchsorted(thresholds, x, side="right").astype(np.uint8)
+    levels = np.asarray(np.searchsorted(thresholds, x, side="right"), dtype=np.uint8)   # asarray: 0-D inputs too
     levels[np.isnan(x)] = 0      # NaN compares false with every threshold
     return levels
 

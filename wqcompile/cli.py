@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,19 +15,36 @@ import click
 import numpy as np
 
 from wqcompile.config import ACT_QUANTIZER_NAMES, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig
-from wqcompile.errors import WQError
+from wqcompile.errors import ConfigError, WQError
 
 
-def _run_safely(debug: bool, fn, *args, **kwargs):
-    """Turn every WQError into one line and exit code 1 (a traceback only with --debug)."""
+def _run_safely(debug: bool, fn, *args, _where: object = "I/O", **kwargs):
+    """Turn every WQError (and OSError) into one line and exit code 1 (a traceback only with --debug)."""
     try:
         return fn(*args, **kwargs)
     except WQError as err:
         if debug:
             raise
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # e.g. a full disk or a permission change mid-run: still one line naming the file
+        if debug:
+            raise
+        raise click.ClickException(f"{err.filename or _where}: {err.strerror or err}") from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; no output was written") from None
+
+
+def _check_dir_creatable(path: Path | None, what: str) -> None:
+    """Fail before compiling (so no output is written) if ``path`` cannot become a writable directory."""
+    if path is None:
+        return
+    existing = path.resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{path}: cannot create the {what} directory: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot create the {what} directory: {existing} is not writable")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,9 +94,14 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 
-    config = _run_safely(debug, build)
+    def build_and_check():
+        _check_dir_creatable(report_dir, "--report")
+        _check_dir_creatable(dump_dir, "--dump-dir")
+        return build()
+
+    config = _run_safely(debug, build_and_check)
     result = _run_safely(debug, compile_file, model, output, calib, config, report_dir=report_dir,
-                         plot_layer=plot_layer, dump_dir=dump_dir)
+                         plot_layer=plot_layer, dump_dir=dump_dir, _where=output)
     s, v = result.report["summary"], result.context.verify
     click.echo(f"compiled {model} -> {output}")
     click.echo(f"  layers: {s['weight_layers']} weight, {s['activation_layers']} activation; "
@@ -102,7 +125,7 @@ def inspect_cmd(model, as_json, debug):
     """Per-layer summary of a compiled MODEL."""
     from wqcompile.inspect import inspect_model
 
-    info = _run_safely(debug, inspect_model, model)
+    info = _run_safely(debug, inspect_model, model, _where=model)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -127,7 +150,7 @@ def run_cmd(model, inputs_path, output, debug):
     """Run a compiled MODEL through the numpy reference."""
     from wqcompile.run import run_model_file
 
-    names = _run_safely(debug, run_model_file, model, inputs_path, output)
+    names = _run_safely(debug, run_model_file, model, inputs_path, output, _where=output)
     click.echo(f"wrote {', '.join(names)} to {output}")
 
 

@@ -36,13 +36,35 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as err:
             raise ModelLoadError(f"{path}: external weight data could not be loaded: {err}") from None
+    bad = _invalid_string_field(model, "model")
+    if bad is not None:
+        raise ModelLoadError(f"{path}: corrupted model: string field {bad} is not valid UTF-8")
     check_opset(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelLoadError(f"{path}: fails onnx.checker: {first}") from None
+        # checker messages span lines (the node is named on the second one): keep all of it, on one line
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ModelLoadError(f"{path}: fails onnx.checker: {text}") from None
     return model
+
+
+def _invalid_string_field(msg, where: str) -> str | None:
+    """The first string field that is not valid UTF-8 (protobuf then hands back bytes), e.g. ``model.graph.node[3].name``."""
+    for field in msg.DESCRIPTOR.fields:
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if field.type == field.TYPE_STRING:
+            values = getattr(msg, field.name) if repeated else [getattr(msg, field.name)]
+            for i, value in enumerate(values):
+                if isinstance(value, bytes):
+                    return f"{where}.{field.name}" + (f"[{i}]" if repeated else "")
+        elif field.type == field.TYPE_MESSAGE:
+            subs = getattr(msg, field.name) if repeated else ([getattr(msg, field.name)] if msg.HasField(field.name) else [])
+            for i, sub in enumerate(subs):
+                bad = _invalid_string_field(sub, f"{where}.{field.name}" + (f"[{i}]" if repeated else ""))
+                if bad is not None:
+                    return bad
+    return None
 
 
 def check_opset(model: onnx.ModelProto, where: object) -> int:

@@ -57,34 +57,40 @@ class InputSpec:
         return specs
 
 
-def _raw_feeds(source: Any, specs: list[InputSpec]) -> Iterator[Mapping[str, np.ndarray]]:
+def _raw_feeds(source: Any, specs: list[InputSpec]) -> Iterator[tuple[str, Mapping[str, np.ndarray]]]:
+    """``(where, feed)`` pairs; ``where`` names the file or batch for error messages."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
             yield from _directory_feeds(path, specs)
         elif path.is_file():
-            yield read_npz(path)
+            yield str(path), read_npz(path)
         else:
             raise CalibrationError(f"{path}: calibration data not found")
     elif hasattr(source, "get_next"):
+        if callable(getattr(source, "rewind", None)):  # the usual ORT reader convention: start over on re-iteration
+            source.rewind()
+        index = 0
         while (feed := source.get_next()) is not None:
-            yield feed
+            yield f"batch {index} of {type(source).__name__}", feed
+            index += 1
     elif isinstance(source, Mapping):
-        yield source
+        yield "batch 0", source
     elif isinstance(source, Iterable):
-        for feed in source:
+        for index, feed in enumerate(source):
             if not isinstance(feed, Mapping):
                 raise CalibrationError(f"calibration iterable yielded a {type(feed).__name__}, expected a dict of input name → array")
-            yield feed
+            yield f"batch {index}", feed
     else:
         raise CalibrationError(f"cannot read calibration data from a {type(source).__name__}")
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if isinstance(data, np.ndarray):
-                raise CalibrationError(f"{path}: a .npy file holds one array; use a .npz keyed by input name")
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a .npy (np.load sniffs the content, not the suffix)
+            raise CalibrationError(f"{path}: a .npy file holds one array; use a .npz keyed by input name")
+        with data:
             return {k: data[k] for k in data.files}
     except CalibrationError:
         raise
@@ -92,20 +98,21 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise CalibrationError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
 
 
-def _directory_feeds(path: Path, specs: list[InputSpec]) -> Iterator[dict[str, np.ndarray]]:
+def _directory_feeds(path: Path, specs: list[InputSpec]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
     if not files:
         raise CalibrationError(f"{path}: directory holds no .npz or .npy calibration files")
     for f in files:
         if f.suffix == ".npz":
-            yield read_npz(f)
+            yield str(f), read_npz(f)
             continue
         if len(specs) != 1:
             raise CalibrationError(f"{f}: .npy files only work for single-input models; this model has inputs {[s.name for s in specs]}")
         try:
-            yield {specs[0].name: np.load(f, allow_pickle=False, mmap_mode="r")}
+            array = np.load(f, allow_pickle=False, mmap_mode="r")
         except Exception as err:
             raise CalibrationError(f"{f}: not a readable .npy file ({type(err).__name__})") from None
+        yield str(f), {specs[0].name: array}
 
 
 def validate_feed(feed: Mapping[str, np.ndarray], specs: list[InputSpec], where: str) -> dict[str, np.ndarray]:
@@ -145,14 +152,15 @@ def validate_feed(feed: Mapping[str, np.ndarray], specs: list[InputSpec], where:
 def iter_batches(source: Any, specs: list[InputSpec], *, batch_size: int = DEFAULT_BATCH,
                  max_samples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Validated feed dicts of at most ``batch_size`` samples (the model's fixed batch size if it has one)."""
-    fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None}
-    step = fixed.pop() if len(fixed) == 1 else batch_size
+    fixed_sizes = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None}
+    fixed = len(fixed_sizes) == 1
+    step = next(iter(fixed_sizes)) if fixed else batch_size
     seen = 0
-    for index, feed in enumerate(_raw_feeds(source, specs)):
-        feed = validate_feed(feed, specs, f"batch {index}")
+    for where, feed in _raw_feeds(source, specs):
+        feed = validate_feed(feed, specs, where)
         n = next(iter(feed.values())).shape[0] if specs and next(iter(feed.values())).ndim else 1
         if fixed and n % step:
-            raise CalibrationError(f"calibration batch {index}: {n} samples is not a multiple of the model's fixed batch size {step}")
+            raise CalibrationError(f"calibration {where}: {n} samples is not a multiple of the model's fixed batch size {step}")
         for start in range(0, n, step):
             if max_samples is not None and seen >= max_samples:
                 return
@@ -161,6 +169,8 @@ def iter_batches(source: Any, specs: list[InputSpec], *, batch_size: int = DEFAU
             batch = {k: np.ascontiguousarray(v[start:stop]) for k, v in feed.items()}
             seen += next(iter(batch.values())).shape[0]
             yield batch
+            if max_samples is not None and seen >= max_samples:
+                return  # without pulling (and validating) one more feed from the source
 
 
 def open_calibration(source: Any, model: onnx.ModelProto, *, batch_size: int = DEFAULT_BATCH,
@@ -183,4 +193,5 @@ class CalibrationStream:
             empty = False
             yield batch
         if empty:
-            raise CalibrationError("calibration data is empty: no samples were read")
+            where = f"{os.fspath(self.source)}: " if isinstance(self.source, (str, os.PathLike)) else ""
+            raise CalibrationError(f"{where}calibration data is empty: no samples were read")

@@ -28,5 +28,5 @@ class FitActivationsPass(Pass):
         fit = ACT_QUANTIZERS[cfg.act_quantizer]
         ctx.activations.clear()
         for layer in ctx.act_layers.values():
-            ctx.activations[layer.output] = fit(ctx.stats[layer.output], 2**layer.bits, mode=cfg.act_search)
+            ctx.activations[layer.output] = fit(ctx.stats[layer.output], 2**layer.bits, mode=cfg.act_search, name=layer.output)
         return PassResult(graph, False)

@@ -33,6 +33,9 @@ class RewritePass(Pass):
     kind = "transform"
 
     def requires(self, graph, ctx) -> None:
+        for needed in ("SelectLayersPass", "FitWeightsPass", "FitActivationsPass"):
+            if needed not in ctx.passes_run:
+                raise PreconditionError(f"RewritePass needs the results of {needed}: run {needed} first")
         missing = [n for n in ctx.weight_layers if n not in ctx.weights]
         if missing:
             raise PreconditionError(f"RewritePass needs codebooks for {missing[:3]}: run FitWeightsPass first")

@@ -9,10 +9,22 @@ import onnx_graphsurgeon as gs
 
 from wqcompile.context import ActLayer, WeightLayer
 from wqcompile.errors import QuantizationError
+from wqcompile.graph import constant_value
 from wqcompile.layers import WEIGHT_OPS, Skip, linear_layer, relu_like
 from wqcompile.pass_manager import Pass, PassResult
 
 logger = logging.getLogger(__name__)
+
+
+def check_finite_parameters(node: gs.Node) -> None:
+    """NaN/Inf in a layer's constant weight or bias is an error naming the node and the tensor."""
+    for tensor in node.inputs[1:]:
+        value = constant_value(tensor)
+        if value is not None and np.issubdtype(value.dtype, np.floating):
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(value).all()
+            if not finite:
+                raise QuantizationError(f"{node.op} {node.name!r}: tensor {tensor.name!r} contains NaN or Inf")
 
 
 class SelectLayersPass(Pass):
@@ -26,6 +38,7 @@ class SelectLayersPass(Pass):
         ctx.act_layers.clear()
         for node in graph.nodes:
             if node.op in WEIGHT_OPS and node.domain in (None, "", "ai.onnx"):
+                check_finite_parameters(node)          # every weight layer, quantized or not
                 if cfg.is_excluded(node.name, node.op):
                     ctx.skipped[node.name] = "excluded by the configuration"
                     continue
@@ -37,8 +50,6 @@ class SelectLayersPass(Pass):
                 if isinstance(layer, Skip):
                     ctx.skipped[node.name] = layer.reason
                     continue
-                if not np.isfinite(layer.matrix).all() or (layer.bias is not None and not np.isfinite(layer.bias).all()):
-                    raise QuantizationError(f"{node.op} {node.name!r}: weight tensor {node.inputs[1].name!r} contains NaN or Inf")
                 ctx.weight_layers[node.name] = WeightLayer(node.name, node.op, node.inputs[1].name, node.inputs[0].name, bits)
             elif node.op in ("Relu", "Clip") and node.domain in (None, "", "ai.onnx"):
                 clip = relu_like(node)

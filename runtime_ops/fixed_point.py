@@ -60,18 +60,22 @@ def int_thresholds(real: np.ndarray, shift: int, clip_max: float | None = None) 
 
 
 def float32_thresholds(real: np.ndarray, clip_max: float | None = None) -> np.ndarray:
-    """Real thresholds → float32 ``≥`` thresholds that give the same levels on every float32 input (op-contract §5)."""
-    out = np.empty(len(real), dtype=np.float32)
+    """Real thresholds → float32 ``≥`` thresholds that give the same levels on every float32 input (op-contract §5).
+
+    With a folded ``Clip(0, m)`` the thresholds ``min(x, m)`` can never reach are dropped rather than set to +inf,
+    so that ``x = +Inf`` (clipped to ``m``) lands on ``level(m)`` like every ``x ≥ m``. If none is reachable the
+    activation is always level 0 and a single +inf threshold is kept (only ``x = +Inf`` would then read level 1).
+    """
+    out = []
     for j, t in enumerate(np.asarray(real, dtype=np.float64)):
         strict = j == 0
         if clip_max is not None and (t >= clip_max if strict else t > clip_max):
-            out[j] = np.inf
-            continue
+            break                        # thresholds are increasing: the rest are unreachable too
         f = np.float32(t)
         if (float(f) <= t) if strict else (float(f) < t):
             f = np.nextafter(f, np.float32(np.inf))
-        out[j] = f
-    return out
+        out.append(f)
+    return np.asarray(out or [np.float32(np.inf)], dtype=np.float32)
 
 
 def accumulator_bound(weight_mantissas: np.ndarray, x_max: int, bias: np.ndarray | None) -> int:

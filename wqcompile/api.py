@@ -25,7 +25,9 @@ import wqcompile
 from wqcompile.config import QuantConfig
 from wqcompile.context import CompileContext
 from wqcompile.graph import export_model, import_graph
-from wqcompile.model_io import check_opset, check_output_path, load_model, save_model_atomic
+from wqcompile.model_io import (
+    check_opset, check_output_dir, check_output_path, load_model, serialize_model, write_bytes_atomic,
+)
 from wqcompile.pass_manager import Pass, PassManager
 from wqcompile.report import build_report, write_report
 
@@ -90,16 +92,22 @@ def compile_model(model: onnx.ModelProto, calibration: Any, config: QuantConfig 
 def compile_file(model_path: str | os.PathLike, output_path: str | os.PathLike, calibration: Any,
                  config: QuantConfig | None = None, *, report_dir: str | os.PathLike | None = None,
                  plot_layer: str | None = None, dump_dir: Path | None = None) -> CompileResult:
-    """Compile ``model_path`` into ``output_path`` (written atomically; the input is never touched)."""
+    """Compile ``model_path`` into ``output_path`` (written atomically, last; the input is never touched).
+
+    The report (if asked for) is written before the model, so an existing output always comes with its report
+    and a failure leaves no model behind.
+    """
     output = check_output_path(output_path, model_path,
                                calibration if isinstance(calibration, (str, os.PathLike)) else None)
+    check_output_dir(report_dir, "report")
+    check_output_dir(dump_dir, "dump")
     model = load_model(model_path)
     result = compile_model(model, calibration, config, dump_dir=dump_dir)
-    size = save_model_atomic(result.model, output)
+    data = serialize_model(result.model, output)
     summary = result.report["summary"]
     summary.update({"model": str(model_path), "output": str(output), "fp32_file_bytes": Path(model_path).stat().st_size,
-                    "compiled_file_bytes": size})
-    summary["size_ratio"] = round(summary["fp32_file_bytes"] / size, 3)
+                    "compiled_file_bytes": len(data)})
+    summary["size_ratio"] = round(summary["fp32_file_bytes"] / len(data), 3)
     if report_dir is not None:
         report_dir = Path(report_dir)
         write_report(result.report, report_dir)
@@ -109,4 +117,5 @@ def compile_file(model_path: str | os.PathLike, output_path: str | os.PathLike, 
             plot_weight_histogram(model, result.context, report_dir / "weight_histogram.png", layer=plot_layer)
         except Exception as err:  # a missing plot must never lose a compiled model
             logger.warning("could not draw the weight histogram: %s", err)
+    write_bytes_atomic(output, data)
     return result

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import click
 import numpy as np
 
 from wqcompile.config import ACT_QUANTIZER_NAMES, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig
-from wqcompile.errors import ConfigError, WQError
+from wqcompile.errors import WQError
 
 
 def _run_safely(debug: bool, fn, *args, _where: object = "I/O", **kwargs):
@@ -32,19 +31,6 @@ def _run_safely(debug: bool, fn, *args, _where: object = "I/O", **kwargs):
         raise click.ClickException(f"{err.filename or _where}: {err.strerror or err}") from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; no output was written") from None
-
-
-def _check_dir_creatable(path: Path | None, what: str) -> None:
-    """Fail before compiling (so no output is written) if ``path`` cannot become a writable directory."""
-    if path is None:
-        return
-    existing = path.resolve()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{path}: cannot create the {what} directory: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{path}: cannot create the {what} directory: {existing} is not writable")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,12 +80,7 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 
-    def build_and_check():
-        _check_dir_creatable(report_dir, "--report")
-        _check_dir_creatable(dump_dir, "--dump-dir")
-        return build()
-
-    config = _run_safely(debug, build_and_check)
+    config = _run_safely(debug, build)
     result = _run_safely(debug, compile_file, model, output, calib, config, report_dir=report_dir,
                          plot_layer=plot_layer, dump_dir=dump_dir, _where=output)
     s, v = result.report["summary"], result.context.verify

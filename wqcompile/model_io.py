@@ -92,6 +92,19 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> 
     return output
 
 
+def check_output_dir(path: str | os.PathLike | None, what: str) -> None:
+    """Fail before any work is done (so nothing is written) if ``path`` cannot become a writable directory."""
+    if path is None:
+        return
+    existing = Path(path).resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{path}: cannot create the {what} directory: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the {what} directory: {existing} is not writable")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place: readers see the old file or the new one."""
     path = Path(path)
@@ -111,10 +124,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> int:
-    """Serialize deterministically and write atomically; returns the byte size."""
+def serialize_model(model: onnx.ModelProto, path: str | os.PathLike) -> bytes:
+    """Deterministic bytes of ``model`` (the same model always gives the same bytes)."""
     data = model.SerializeToString(deterministic=True)
     if len(data) >= 2**31:
         raise OutputError(f"{path}: compiled model is {len(data)} bytes, over protobuf's 2 GB limit")
+    return data
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> int:
+    """Serialize deterministically and write atomically; returns the byte size."""
+    data = serialize_model(model, path)
     write_bytes_atomic(path, data)
     return len(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from wqcompile.pass_manager import Pass, PassManager, PassResult
 from wqcompile.passes.calibrate import CalibratePass
 from wqcompile.passes.canonicalize import CanonicalizePass
+from wqcompile.passes.correct_bias import CorrectBiasPass
 from wqcompile.passes.fit_activations import FitActivationsPass
 from wqcompile.passes.fit_weights import FitWeightsPass
 from wqcompile.passes.fold_batchnorm import FoldBatchNormPass
@@ -19,7 +20,8 @@ from wqcompile.passes.verify import VerifyPass
 def default_pipeline() -> list[Pass]:
     """Fresh instances of the default passes, in order (edit the list to drop, add or reorder passes).
 
-    canonicalize → fold BatchNorm → select layers → calibrate → fit weights → fit activations → rewrite → verify
+    canonicalize → fold BatchNorm → select layers → calibrate → fit weights → fit activations → correct biases →
+    rewrite → verify
     """
     return [
         CanonicalizePass(),
@@ -28,6 +30,7 @@ def default_pipeline() -> list[Pass]:
         CalibratePass(),
         FitWeightsPass(),
         FitActivationsPass(),
+        CorrectBiasPass(),
         RewritePass(),
         VerifyPass(),
     ]
@@ -35,5 +38,6 @@ def default_pipeline() -> list[Pass]:
 
 __all__ = [
     "Pass", "PassManager", "PassResult", "default_pipeline", "CanonicalizePass", "FoldBatchNormPass",
-    "SelectLayersPass", "CalibratePass", "FitWeightsPass", "FitActivationsPass", "RewritePass", "VerifyPass",
+    "SelectLayersPass", "CalibratePass", "FitWeightsPass", "FitActivationsPass", "CorrectBiasPass", "RewritePass",
+    "VerifyPass",
 ]

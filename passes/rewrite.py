@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 from wqcompile.errors import PreconditionError
 from wqcompile.layers import linear_layer
+from wqcompile.level_flow import passes_levels
 from wqcompile.lowering import FloatInput, LevelInput, QuantizedOutput, lower_layer
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.report import activation_report, weight_numbers
@@ -22,8 +23,6 @@ from wqcompile.runtime_ops.fixed_point import float32_thresholds
 
 logger = logging.getLogger(__name__)
 
-# op → first default-domain opset in which onnxruntime runs it on uint8 tensors
-LEVEL_PASSTHROUGH = {"MaxPool": 12, "Flatten": 9, "Reshape": 5, "Transpose": 1, "Squeeze": 1, "Unsqueeze": 1, "Identity": 1}
 CONV_ATTRS = ("group", "strides", "pads", "dilations", "auto_pad")
 
 
@@ -45,7 +44,6 @@ class RewritePass(Pass):
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         graph.toposort()
-        opset = graph.opset or 13
         tensors = graph.tensors()
         graph_outputs = {t.name for t in graph.outputs}
         acts_by_node = dict(ctx.act_layers)
@@ -78,9 +76,7 @@ class RewritePass(Pass):
                 ctx.layer_report.setdefault(node.name, {}).update(activation_report(act, quantizer))
                 node.inputs.clear()
                 node.outputs.clear()
-            elif node.op in LEVEL_PASSTHROUGH and node.domain in (None, "", "ai.onnx") and node.inputs \
-                    and node.inputs[0].name in levels and opset >= LEVEL_PASSTHROUGH[node.op] \
-                    and all(not t.outputs and t.name not in graph_outputs for t in node.outputs[1:]):
+            elif passes_levels(node, graph, levels):
                 q_in, quantizer = levels[node.inputs[0].name]
                 out = node.outputs[0]
                 q_out = level_var(out)
@@ -116,7 +112,10 @@ class RewritePass(Pass):
             out_desc = QuantizedOutput(np.asarray(quantizer.thresholds, dtype=np.float64), act.clip_max)
             out = level_var(tensors[act.output])
             levels[act.output] = (out, quantizer)
-        low = lower_layer(node.name, fitted, layer.bias, x_desc, out_desc)
+        bias = layer.bias
+        if node.name in ctx.bias_corrections:
+            bias = ctx.bias_corrections[node.name] + (0.0 if bias is None else bias)
+        low = lower_layer(node.name, fitted, bias, x_desc, out_desc)
         if layer.transpose_input:
             transposed = gs.Variable(f"{node.name}.xT", dtype=x_in.dtype)
             extra.append(gs.Node("Transpose", f"{node.name}.transposeA", attrs={"perm": [1, 0]},

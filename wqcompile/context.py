@@ -55,6 +55,7 @@ class CompileContext:
         stats: streaming log2 histograms per observed tensor (CalibratePass).
         weights: fitted codebooks per weight layer (FitWeightsPass).
         activations: fitted activation quantizers per quantized tensor (FitActivationsPass).
+        bias_corrections: per-layer output shift added to the bias at rewrite (CorrectBiasPass).
         skipped: node name → reason it was left untouched.
         layer_report: node name → per-layer numbers (filled by rewrite and verify).
         verify: whole-model fidelity numbers (VerifyPass).
@@ -70,6 +71,7 @@ class CompileContext:
     verify_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)   # a few calibration batches kept for verify
     weights: dict[str, FittedWeights] = field(default_factory=dict)
     activations: dict[str, ActQuantizer] = field(default_factory=dict)
+    bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     layer_report: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)

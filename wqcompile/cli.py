@@ -55,6 +55,8 @@ def main(verbose: int) -> None:
 @click.option("--weight-search", type=click.Choice(["exact", "bisect"]), default="exact", show_default=True)
 @click.option("--act-search", type=click.Choice(["code", "robust"]), default="code", show_default=True)
 @click.option("--weight-granularity", type=click.Choice(["tensor", "channel"]), default="tensor", show_default=True)
+@click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
+              help="Remove the mean output shift quantization causes, measured on the calibration data.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, or regex over names. Repeatable.")
 @click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N", help="Per-layer bits (later wins). Repeatable.")
 @click.option("--max-calib-samples", type=int, default=None, help="Use at most this many calibration samples.")
@@ -66,7 +68,7 @@ def main(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quantizer, weight_mode, weight_search,
-                act_search, weight_granularity, exclude, override, max_calib_samples, verify_samples, seed,
+                act_search, weight_granularity, bias_correction, exclude, override, max_calib_samples, verify_samples, seed,
                 report_dir, plot_layer, dump_dir, progress, debug):
     """Compile MODEL with calibration data into a quantized model."""
     from wqcompile.api import compile_file
@@ -76,7 +78,7 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
         return QuantConfig(
             weight_bits=wbits, act_bits=abits, weight_quantizer=weight_quantizer, act_quantizer=act_quantizer,
             weight_mode=weight_mode, weight_search=weight_search, act_search=act_search,
-            weight_granularity=weight_granularity, exclude=tuple(exclude),
+            weight_granularity=weight_granularity, bias_correction=bias_correction, exclude=tuple(exclude),
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 
@@ -133,6 +135,31 @@ def run_cmd(model, inputs_path, output, debug):
 
     names = _run_safely(debug, run_model_file, model, inputs_path, output, _where=output)
     click.echo(f"wrote {', '.join(names)} to {output}")
+
+
+@main.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration data (as for compile); default: random normal inputs.")
+@click.option("--compiled", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An already compiled model (skips compiling MODEL).")
+@click.option("--wbits", default="4", show_default=True, help="Weight bits when compiling.")
+@click.option("--abits", default="4", show_default=True, help="Activation bits when compiling.")
+@click.option("--batch", "batches", type=int, multiple=True, help="Batch size (repeatable; default 1 and 32).")
+@click.option("--threads", "threads", type=int, multiple=True, help="intra_op_num_threads (repeatable; default 1 and 2).")
+@click.option("--repeats", type=int, default=20, show_default=True, help="Interleaved timing rounds.")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per session first.")
+@click.option("--no-int8", is_flag=True, help="Skip onnxruntime's INT8 QDQ baseline.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the numbers here.")
+@click.option("--debug", is_flag=True)
+def bench_cmd(model, calib, compiled, wbits, abits, batches, threads, repeats, warmup, no_int8, json_out, debug):
+    """Time FP32 vs compiled (onnxruntime + libwq_ops) vs onnxruntime INT8 QDQ on MODEL, interleaved."""
+    from wqcompile.bench import run_bench
+
+    _run_safely(debug, run_bench, model, calib=calib, wbits=wbits, abits=abits, compiled_path=compiled,
+                batches=batches or (1, 32), threads=threads or (1, 2), repeats=repeats, warmup=warmup,
+                int8=not no_int8, json_out=json_out, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,7 +82,7 @@ class QuantConfig:
     weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
     act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"
     weight_granularity: str = "tensor"    # "tensor" (paper) or "channel" (one codebook per output channel)
-    bias_correction: bool = True          # remove the mean output shift quantization causes (CorrectBiasPass)
+    bias_correction: bool = False         # remove the mean output shift (CorrectBiasPass); measured to hurt, see docs
     exclude: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     max_calib_samples: int | None = None

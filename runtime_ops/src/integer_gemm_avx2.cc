@@ -1,0 +1,158 @@
+// AVX2 path (vpmaddwd + vpaddd: 16 int16 MACs per pair of instructions). Compiled with -mavx2 -mfma off
+// (no FMA: -ffp-contract=off anyway) and only called after select_isa() has checked the CPU.
+//
+// GEMM tile: up to 4 rows × 16 columns of int32 accumulators (8 ymm).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "integer_gemm_isa.h"
+
+namespace wq {
+namespace {
+#include "integer_gemm_generic.h"
+
+constexpr int kRows = 4;
+constexpr int kCols = 16;
+
+inline int32_t load_pair(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <int R>
+void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int ncols) {
+  __m256i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (size_t p = 0; p < kp; ++p) {
+    const int16_t* bp = b + p * ldb;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 16));
+    for (int r = 0; r < R; ++r) {
+      const __m256i av = _mm256_set1_epi32(load_pair(a + r * lda + 2 * p));
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+    }
+  }
+  alignas(32) int32_t buf[16];
+  for (int r = 0; r < R; ++r) {
+    if (ncols == 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc), acc[r][0]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc + 8), acc[r][1]);
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), acc[r][0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf + 8), acc[r][1]);
+      for (int j = 0; j < ncols; ++j) c[r * ldc + j] = buf[j];
+    }
+  }
+}
+
+}  // namespace
+
+namespace isa_avx2 {
+
+const int kMR = kRows;
+const int kNR = kCols;
+
+void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int rows,
+               int ncols) {
+  switch (rows) {
+    case 1: tile<1>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 2: tile<2>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 3: tile<3>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    default: tile<4>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+  }
+}
+
+void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + i));
+    const __m256i lo = _mm256_unpacklo_epi16(a, b);   // pairs 0-3 | 8-11
+    const __m256i hi = _mm256_unpackhi_epi16(a, b);   // pairs 4-7 | 12-15
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+  }
+  interleave_generic(r0 + i, r1 + i, dst + 2 * i, n - i);
+}
+
+void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
+  const __m256 s = _mm256_set1_ps(scale), hi = _mm256_set1_ps(xmax), lo = _mm256_set1_ps(-xmax);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
+    v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));   // NaN → 0
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    const __m256i q = _mm256_cvtps_epi32(v);                 // MXCSR default: round half to even
+    const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), packed);
+  }
+  quantize_generic(x + i, y + i, n - i, scale, xmax);
+}
+
+void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) { lookup_generic(x, y, n, table256); }
+uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
+
+void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
+  const __m256i b = _mm256_set1_epi32(bias);
+  const __m256 s = _mm256_set1_ps(scale);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), b);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+  }
+  edge_float_generic(acc + i, y + i, n - i, bias, scale);
+}
+
+void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
+  if (t->count > 32) {
+    edge_levels_generic(acc, y, n, bias, t);
+    return;
+  }
+  const __m256i b = _mm256_set1_epi32(bias);
+  size_t i = 0;
+  alignas(32) int32_t buf[8];
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), b);
+    __m256i cnt = _mm256_setzero_si256();
+    for (int j = 0; j < t->count; ++j) {
+      // t ≤ v  ⇔  not (t > v); cmpgt gives -1 where t > v, so count = Σ (1 + mask)
+      const __m256i gt = _mm256_cmpgt_epi32(_mm256_set1_epi32(t->padded[j]), v);
+      cnt = _mm256_sub_epi32(cnt, _mm256_xor_si256(gt, _mm256_set1_epi32(-1)));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), cnt);
+    for (int k = 0; k < 8; ++k) y[i + k] = static_cast<uint8_t>(buf[k]);
+  }
+  edge_levels_generic(acc + i, y + i, n - i, bias, t);
+}
+
+void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
+  if (t->count > 32) {
+    qrelu_generic(x, y, n, t);
+    return;
+  }
+  size_t i = 0;
+  alignas(32) int32_t buf[8];
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    __m256i cnt = _mm256_setzero_si256();
+    for (int j = 0; j < t->count; ++j) {
+      const __m256 le = _mm256_cmp_ps(_mm256_set1_ps(t->padded[j]), v, _CMP_LE_OQ);   // NaN → false
+      cnt = _mm256_sub_epi32(cnt, _mm256_castps_si256(le));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), cnt);
+    for (int k = 0; k < 8; ++k) y[i + k] = static_cast<uint8_t>(buf[k]);
+  }
+  qrelu_generic(x + i, y + i, n - i, t);
+}
+
+void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) { qdecode_generic(x, y, n, table256); }
+void depthwise(const DepthwisePlane& p) { depthwise_generic(p); }
+void pack_panel(const PanelPack& p) { pack_panel_with(p, copy_run_generic); }
+
+}  // namespace isa_avx2
+}  // namespace wq

@@ -1,0 +1,554 @@
+// AVX-512 (F, BW, VL, VNNI) path. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (CMakeLists.txt) and
+// only ever called after select_isa() has checked the CPU.
+//
+// GEMM tile: up to 8 rows × 48 columns of int32 accumulators (24 zmm). Per pair of k: 3 loads of the packed panel,
+// one broadcast per row of the int16 pair (a[2p], a[2p+1]) and one vpdpwssd per accumulator (32 MACs each).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "integer_gemm_isa.h"
+
+namespace wq {
+namespace {
+#include "integer_gemm_generic.h"
+
+constexpr int kRows = 8;
+constexpr int kCols = 48;   // 3 vectors of 16 int32
+
+inline int32_t load_pair(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// acc += pairwise int16 dot products of a and b. Inline asm with an in-place ("+v") accumulator: with the
+// intrinsic, GCC 12 copies the 24 accumulators between registers every iteration, which halves the throughput.
+#define WQ_DPWSSD(acc, a, b) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
+inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// Named accumulators (not an array): GCC keeps all 24 in zmm registers only this way. Rows r ≥ R and vectors
+// v ≥ NV are compiled out.
+inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e);
+
+template <int R, int NV, bool Edge = false>
+void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int ncols,
+          const TileEdge* edge = nullptr) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z, c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z, c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z;
+  const int16_t *a0 = a + 0 * (R > 0 ? lda : 0), *a1 = a + 1 * (R > 1 ? lda : 0), *a2 = a + 2 * (R > 2 ? lda : 0), *a3 = a + 3 * (R > 3 ? lda : 0), *a4 = a + 4 * (R > 4 ? lda : 0), *a5 = a + 5 * (R > 5 ? lda : 0), *a6 = a + 6 * (R > 6 ? lda : 0), *a7 = a + 7 * (R > 7 ? lda : 0);
+  for (size_t p = 0; p < kp; ++p) {
+    const int16_t* bp = b + p * ldb;
+    const __m512i b0 = _mm512_loadu_si512(reinterpret_cast<const void*>(bp));
+    const __m512i b1 = NV > 1 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 32)) : z;
+    const __m512i b2 = NV > 2 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 64)) : z;
+    if constexpr (R > 0) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a0 + 2 * p));
+      WQ_DPWSSD(c00, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c01, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c02, a, b2);
+    }
+    if constexpr (R > 1) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a1 + 2 * p));
+      WQ_DPWSSD(c10, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c11, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c12, a, b2);
+    }
+    if constexpr (R > 2) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a2 + 2 * p));
+      WQ_DPWSSD(c20, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c21, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c22, a, b2);
+    }
+    if constexpr (R > 3) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a3 + 2 * p));
+      WQ_DPWSSD(c30, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c31, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c32, a, b2);
+    }
+    if constexpr (R > 4) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a4 + 2 * p));
+      WQ_DPWSSD(c40, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c41, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c42, a, b2);
+    }
+    if constexpr (R > 5) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a5 + 2 * p));
+      WQ_DPWSSD(c50, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c51, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c52, a, b2);
+    }
+    if constexpr (R > 6) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a6 + 2 * p));
+      WQ_DPWSSD(c60, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c61, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c62, a, b2);
+    }
+    if constexpr (R > 7) {
+      const __m512i a = _mm512_set1_epi32(load_pair(a7 + 2 * p));
+      WQ_DPWSSD(c70, a, b0);
+      if constexpr (NV > 1) WQ_DPWSSD(c71, a, b1);
+      if constexpr (NV > 2) WQ_DPWSSD(c72, a, b2);
+    }
+  }
+  const __mmask16 m0 = tail_mask(ncols), m1 = tail_mask(ncols - 16 > 0 ? ncols - 16 : 0);
+  const __mmask16 m2 = tail_mask(ncols - 32 > 0 ? ncols - 32 : 0);
+  if constexpr (R > 0) {
+    if constexpr (Edge) {
+      edge_vector(c00, 0, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c01, 0, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c02, 0, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 0 * ldc, m0, c00);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 0 * ldc + 16, m1, c01);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 0 * ldc + 32, m2, c02);
+    }
+  }
+  if constexpr (R > 1) {
+    if constexpr (Edge) {
+      edge_vector(c10, 1, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c11, 1, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c12, 1, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 1 * ldc, m0, c10);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 1 * ldc + 16, m1, c11);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 1 * ldc + 32, m2, c12);
+    }
+  }
+  if constexpr (R > 2) {
+    if constexpr (Edge) {
+      edge_vector(c20, 2, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c21, 2, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c22, 2, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 2 * ldc, m0, c20);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 2 * ldc + 16, m1, c21);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 2 * ldc + 32, m2, c22);
+    }
+  }
+  if constexpr (R > 3) {
+    if constexpr (Edge) {
+      edge_vector(c30, 3, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c31, 3, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c32, 3, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 3 * ldc, m0, c30);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 3 * ldc + 16, m1, c31);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 3 * ldc + 32, m2, c32);
+    }
+  }
+  if constexpr (R > 4) {
+    if constexpr (Edge) {
+      edge_vector(c40, 4, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c41, 4, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c42, 4, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 4 * ldc, m0, c40);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 4 * ldc + 16, m1, c41);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 4 * ldc + 32, m2, c42);
+    }
+  }
+  if constexpr (R > 5) {
+    if constexpr (Edge) {
+      edge_vector(c50, 5, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c51, 5, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c52, 5, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 5 * ldc, m0, c50);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 5 * ldc + 16, m1, c51);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 5 * ldc + 32, m2, c52);
+    }
+  }
+  if constexpr (R > 6) {
+    if constexpr (Edge) {
+      edge_vector(c60, 6, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c61, 6, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c62, 6, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 6 * ldc, m0, c60);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 6 * ldc + 16, m1, c61);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 6 * ldc + 32, m2, c62);
+    }
+  }
+  if constexpr (R > 7) {
+    if constexpr (Edge) {
+      edge_vector(c70, 7, 0, m0, *edge);
+      if constexpr (NV > 1) edge_vector(c71, 7, 1, m1, *edge);
+      if constexpr (NV > 2) edge_vector(c72, 7, 2, m2, *edge);
+    } else {
+      _mm512_mask_storeu_epi32(c + 7 * ldc, m0, c70);
+      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 7 * ldc + 16, m1, c71);
+      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 7 * ldc + 32, m2, c72);
+    }
+  }
+}
+
+template <int R, bool Edge = false>
+void tile_rows(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,
+               int ncols, const TileEdge* edge = nullptr) {
+  if (ncols > 32) tile<R, 3, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
+  else if (ncols > 16) tile<R, 2, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
+  else tile<R, 1, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
+}
+
+// level = #{j : t[j] ≤ v} for 16 lanes. The padded table is sorted with at least one never-met entry, so with
+// ≤ 15 thresholds a 4-step branch-free binary search over its first 16 entries (one vpermd per step) counts them;
+// with more, the same search over the 16 block pivots t[16 b + 15] finds the block and a second search finishes
+// inside it (count_levels).
+inline __m512i search16(__m512i v, __m512i table) {
+  // step 8 compares with t[7] (a broadcast), then steps 4, 2, 1 look up t[pos + step - 1] with one vpermd each
+  __m512i pos = _mm512_maskz_mov_epi32(_mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(_mm512_set1_epi32(7), table), v),
+                                       _mm512_set1_epi32(8));
+  for (int step = 4; step >= 1; step >>= 1) {
+    const __m512i t = _mm512_permutexvar_epi32(_mm512_add_epi32(pos, _mm512_set1_epi32(step - 1)), table);
+    pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(t, v), pos, _mm512_set1_epi32(step));
+  }
+  return pos;
+}
+
+inline __m512i count_levels(__m512i v, const ThresholdTable* t) {
+  if (t->blocks == 1) return search16(v, _mm512_load_si512(t->padded));
+  // pivots: transposed[15][b] = padded[16 b + 15]; blocks past the last are all padding (never met).
+  const __m512i blk = search16(v, _mm512_load_si512(t->transposed[15]));
+  // Within the block (its entry 15 is its pivot, > v) the same 4-step binary search, where step s needs entry
+  // pos + s - 1 of each lane's block: column transposed[j] indexed by the block, for the 1, 2, 4, 8 columns the
+  // step can hit. Two columns are served by one two-source permute (index blk + 16 · which), so the steps cost
+  // 1, 1, 2 and 4 permutes (a per-lane gather is several times slower on this class of CPU).
+  auto C = [&](int j) { return _mm512_load_si512(t->transposed[j]); };
+  const __m512i s8 = _mm512_set1_epi32(8), s4 = _mm512_set1_epi32(4), s2 = _mm512_set1_epi32(2);
+  __m512i pos = _mm512_maskz_mov_epi32(_mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(blk, C(7)), v), s8);
+  // step 4: entry 3 or 11
+  __m512i idx = _mm512_add_epi32(blk, _mm512_slli_epi32(pos, 1));                 // + 16 when pos = 8
+  __m512i tv = _mm512_permutex2var_epi32(C(3), idx, C(11));
+  pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(tv, v), pos, s4);
+  // step 2: entry 1, 5, 9 or 13
+  idx = _mm512_add_epi32(blk, _mm512_slli_epi32(_mm512_and_si512(pos, s4), 2));   // + 16 when pos & 4
+  const __mmask16 hi8 = _mm512_test_epi32_mask(pos, s8);
+  tv = _mm512_mask_mov_epi32(_mm512_permutex2var_epi32(C(1), idx, C(5)), hi8, _mm512_permutex2var_epi32(C(9), idx, C(13)));
+  pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(tv, v), pos, s2);
+  // step 1: entry 0, 2, 4, ..., 14
+  idx = _mm512_add_epi32(blk, _mm512_slli_epi32(_mm512_and_si512(pos, s2), 3));   // + 16 when pos & 2
+  const __mmask16 b4 = _mm512_test_epi32_mask(pos, s4), b8 = _mm512_test_epi32_mask(pos, s8);
+  const __m512i lo = _mm512_mask_mov_epi32(_mm512_permutex2var_epi32(C(0), idx, C(2)), b4,
+                                           _mm512_permutex2var_epi32(C(4), idx, C(6)));
+  const __m512i hi = _mm512_mask_mov_epi32(_mm512_permutex2var_epi32(C(8), idx, C(10)), b4,
+                                           _mm512_permutex2var_epi32(C(12), idx, C(14)));
+  tv = _mm512_mask_mov_epi32(lo, b8, hi);
+  pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(tv, v), pos, _mm512_set1_epi32(1));
+  return _mm512_add_epi32(_mm512_slli_epi32(blk, 4), pos);
+}
+
+inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
+  const __m512i x = _mm512_add_epi32(acc, _mm512_set1_epi32(e.bias[r]));
+  if (e.tables != nullptr) {
+    const ThresholdTable* t = e.tables[r];
+    const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels(x, t);
+    _mm_mask_storeu_epi8(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, _mm512_cvtepi32_epi8(lv));
+  } else {
+    const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));
+  }
+}
+
+// QRelu's float thresholds, padded with NaN (never ≤ x): the same two-level search with ordered ≤ compares, so a
+// NaN input counts nothing.
+inline __m512i search16_f32(__m512 v, __m512 table) {
+  __m512i pos = _mm512_setzero_si512();
+  for (int step = 8; step >= 1; step >>= 1) {
+    const __m512i cand = _mm512_add_epi32(pos, _mm512_set1_epi32(step));
+    const __m512 t = _mm512_permutexvar_ps(_mm512_sub_epi32(cand, _mm512_set1_epi32(1)), table);
+    pos = _mm512_mask_mov_epi32(pos, _mm512_cmp_ps_mask(t, v, _CMP_LE_OQ), cand);
+  }
+  return pos;
+}
+
+inline __m512i count_levels_f32(__m512 v, const FloatThresholds* t) {
+  if (t->blocks == 1) return search16_f32(v, _mm512_load_ps(t->padded));
+  // as count_levels, with ordered compares (NaN counts nothing)
+  const __m512i blk = search16_f32(v, _mm512_load_ps(t->transposed[15]));
+  auto C = [&](int j) { return _mm512_load_ps(t->transposed[j]); };
+  auto le = [&](__m512 x) { return _mm512_cmp_ps_mask(x, v, _CMP_LE_OQ); };
+  const __m512i s8 = _mm512_set1_epi32(8), s4 = _mm512_set1_epi32(4), s2 = _mm512_set1_epi32(2);
+  __m512i pos = _mm512_maskz_mov_epi32(le(_mm512_permutexvar_ps(blk, C(7))), s8);
+  __m512i idx = _mm512_add_epi32(blk, _mm512_slli_epi32(pos, 1));
+  pos = _mm512_mask_add_epi32(pos, le(_mm512_permutex2var_ps(C(3), idx, C(11))), pos, s4);
+  idx = _mm512_add_epi32(blk, _mm512_slli_epi32(_mm512_and_si512(pos, s4), 2));
+  const __mmask16 hi8 = _mm512_test_epi32_mask(pos, s8);
+  __m512 tv = _mm512_mask_mov_ps(_mm512_permutex2var_ps(C(1), idx, C(5)), hi8, _mm512_permutex2var_ps(C(9), idx, C(13)));
+  pos = _mm512_mask_add_epi32(pos, le(tv), pos, s2);
+  idx = _mm512_add_epi32(blk, _mm512_slli_epi32(_mm512_and_si512(pos, s2), 3));
+  const __mmask16 b4 = _mm512_test_epi32_mask(pos, s4), b8 = _mm512_test_epi32_mask(pos, s8);
+  const __m512 lo = _mm512_mask_mov_ps(_mm512_permutex2var_ps(C(0), idx, C(2)), b4, _mm512_permutex2var_ps(C(4), idx, C(6)));
+  const __m512 hi = _mm512_mask_mov_ps(_mm512_permutex2var_ps(C(8), idx, C(10)), b4, _mm512_permutex2var_ps(C(12), idx, C(14)));
+  tv = _mm512_mask_mov_ps(lo, b8, hi);
+  pos = _mm512_mask_add_epi32(pos, le(tv), pos, _mm512_set1_epi32(1));
+  return _mm512_add_epi32(_mm512_slli_epi32(blk, 4), pos);
+}
+
+}  // namespace
+
+namespace isa_avx512 {
+
+const int kMR = kRows;
+const int kNR = kCols;
+
+void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int rows,
+               int ncols) {
+  switch (rows) {
+    case 1: tile_rows<1>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 2: tile_rows<2>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 3: tile_rows<3>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 4: tile_rows<4>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 5: tile_rows<5>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 6: tile_rows<6>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    case 7: tile_rows<7>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+    default: tile_rows<8>(a, lda, b, ldb, kp, c, ldc, ncols); break;
+  }
+}
+
+void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
+                    const TileEdge& edge) {
+  switch (rows) {
+    case 1: tile_rows<1, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 2: tile_rows<2, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 3: tile_rows<3, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 4: tile_rows<4, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 5: tile_rows<5, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 6: tile_rows<6, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    case 7: tile_rows<7, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+    default: tile_rows<8, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
+  }
+}
+
+void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
+  alignas(64) static const int16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const int16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512i a = _mm512_loadu_si512(r0 + i), b = _mm512_loadu_si512(r1 + i);
+    _mm512_storeu_si512(dst + 2 * i, _mm512_permutex2var_epi16(a, lo, b));
+    _mm512_storeu_si512(dst + 2 * i + 32, _mm512_permutex2var_epi16(a, hi, b));
+  }
+  interleave_generic(r0 + i, r1 + i, dst + 2 * i, n - i);
+}
+
+void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
+  const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
+  size_t i = 0;
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);   // NaN → 0
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtepi32_epi16(q));
+  }
+}
+
+void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
+  const __m512i t0 = _mm512_loadu_si512(table256), t1 = _mm512_loadu_si512(table256 + 32);
+  const __m512i t2 = _mm512_loadu_si512(table256 + 64), t3 = _mm512_loadu_si512(table256 + 96);
+  const __m512i t4 = _mm512_loadu_si512(table256 + 128), t5 = _mm512_loadu_si512(table256 + 160);
+  const __m512i t6 = _mm512_loadu_si512(table256 + 192), t7 = _mm512_loadu_si512(table256 + 224);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
+    // permutex2var uses the low 6 bits; bits 6 and 7 choose among the four 64-entry quarters
+    const __m512i q0 = _mm512_permutex2var_epi16(t0, idx, t1);
+    const __m512i q1 = _mm512_permutex2var_epi16(t2, idx, t3);
+    const __m512i q2 = _mm512_permutex2var_epi16(t4, idx, t5);
+    const __m512i q3 = _mm512_permutex2var_epi16(t6, idx, t7);
+    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+    const __m512i lo = _mm512_mask_mov_epi16(q0, b6, q1);
+    const __m512i hi = _mm512_mask_mov_epi16(q2, b6, q3);
+    _mm512_storeu_si512(y + i, _mm512_mask_mov_epi16(lo, b7, hi));
+  }
+  lookup_generic(x + i, y + i, n - i, table256);
+}
+
+uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
+
+void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
+  const __m512i b = _mm512_set1_epi32(bias);
+  const __m512 s = _mm512_set1_ps(scale);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
+    const __m512 f = _mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(f, s));
+  }
+}
+
+void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
+  const __m512i b = _mm512_set1_epi32(bias);
+  size_t i = 0;
+  if (t->blocks == 1) {   // ≤ 15 thresholds: the table stays in a register, four vectors in flight
+    const __m512i table = _mm512_load_si512(t->padded);
+    for (; i + 64 <= n; i += 64) {
+      const __m512i l0 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i), b), table);
+      const __m512i l1 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 16), b), table);
+      const __m512i l2 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 32), b), table);
+      const __m512i l3 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 48), b), table);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtepi32_epi8(l0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 16), _mm512_cvtepi32_epi8(l1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 32), _mm512_cvtepi32_epi8(l2));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
+    }
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels(v, t)));
+  }
+}
+
+void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_f32(v, t)));
+  }
+}
+
+void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) {
+  size_t i = 0;
+  // the caller zero-fills table entries past the table: when all of 32..255 are zero and no index reaches them
+  // (checked by the caller against the table size) a two-register permute replaces the gather
+  const __m512 t0 = _mm512_loadu_ps(table256), t1 = _mm512_loadu_ps(table256 + 16);
+  bool small = true;
+  for (int j = 32; j < 256 && small; ++j) small = table256[j] == 0.0f;
+  if (small) {
+    for (; i + 16 <= n; i += 16) {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+      const __mmask16 big = _mm512_cmpge_epu32_mask(idx, _mm512_set1_epi32(32));
+      if (big) break;   // an index the permute cannot serve: finish with the gather below
+      _mm512_storeu_ps(y + i, _mm512_permutex2var_ps(t0, idx, t1));
+    }
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+    _mm512_storeu_ps(y + i, _mm512_i32gather_ps(idx, table256, 4));
+  }
+  qdecode_generic(x + i, y + i, n - i, table256);
+}
+
+// Depthwise, dilation 1 along x: the int16 pair (x[k], x[k + 1]) is an int32 lane of an unaligned load, so one
+// vpdpwssd applies two taps (kx, kx + 1) to 16 outputs. The padded plane is treated as one long row: "virtual"
+// output v = oy·w + ox reads x[S·v + ky·dh·w + kx] (stride S = 1 or 2, the same in both axes), so whole vectors
+// run over row ends whatever the row length; the virtual outputs past each row end (ox ≥ ow) are discarded when
+// the rows are compacted. Stride 2: lanes are 16 consecutive virtual outputs (pair at 2v + offset). Stride 1: 32
+// virtual outputs as even and odd halves (pairs at v0 + 2i + offset and v0 + 2i + 1 + offset), re-interleaved on
+// store. Four vectors are in flight to hide the vpdpwssd latency.
+template <int KH, int KW, int S>
+void depthwise_fixed(const DepthwisePlane& p) {
+  const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw;
+  constexpr int kMaxSteps = 16 * 8;
+  __m512i wv[kMaxSteps];   // per (ky, pair of kx): the broadcast weight pair (w[kx], w[kx + 1] or 0)
+  int64_t off[kMaxSteps];  // per step: int16 offset of the pair from the virtual output's base
+  int steps = 0;
+  for (int64_t ky = 0; ky < kh; ++ky)
+    for (int64_t kx = 0; kx < kw; kx += 2) {
+      const uint32_t lo = static_cast<uint16_t>(p.filter[ky * kw + kx]);
+      const uint32_t hi = kx + 1 < kw ? static_cast<uint16_t>(p.filter[ky * kw + kx + 1]) : 0u;
+      wv[steps] = _mm512_set1_epi32(static_cast<int32_t>(lo | (hi << 16)));
+      off[steps] = ky * p.dh * p.w + kx;
+      ++steps;
+    }
+  if (KH > 0 && KW > 0) steps = KH * ((KW + 1) / 2);
+  const int64_t virt = (p.oh - 1) * p.w + p.ow;
+  int32_t* v = p.scratch;
+  constexpr int64_t kChunk = S == 1 ? 32 : 16;   // virtual outputs per vector (pair)
+  constexpr int kUnroll = S == 1 ? 2 : 4;
+  const __m512i even_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i odd_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  // named accumulators (GCC keeps an array of vectors in memory around the inline asm)
+  auto store = [&](int32_t* dst, __m512i e, __m512i o) {
+    if (S == 1) {
+      _mm512_storeu_si512(dst, _mm512_permutex2var_epi32(e, even_idx, o));
+      _mm512_storeu_si512(dst + 16, _mm512_permutex2var_epi32(e, odd_idx, o));
+    } else {
+      _mm512_storeu_si512(dst, e);
+    }
+  };
+  int64_t v0 = 0;
+  for (; v0 + kChunk * kUnroll <= virt; v0 += kChunk * kUnroll) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    const int16_t* b = p.x + S * v0;
+#pragma GCC unroll 16
+    for (int s = 0; s < steps; ++s) {
+      const int16_t* q = b + off[s];
+      if (S == 1) {
+        WQ_DPWSSD(a0, _mm512_loadu_si512(q), wv[s]);
+        WQ_DPWSSD(a1, _mm512_loadu_si512(q + 1), wv[s]);
+        WQ_DPWSSD(a2, _mm512_loadu_si512(q + 32), wv[s]);
+        WQ_DPWSSD(a3, _mm512_loadu_si512(q + 33), wv[s]);
+      } else {
+        WQ_DPWSSD(a0, _mm512_loadu_si512(q), wv[s]);
+        WQ_DPWSSD(a1, _mm512_loadu_si512(q + 32), wv[s]);
+        WQ_DPWSSD(a2, _mm512_loadu_si512(q + 64), wv[s]);
+        WQ_DPWSSD(a3, _mm512_loadu_si512(q + 96), wv[s]);
+      }
+    }
+    if (S == 1) {
+      store(v + v0, a0, a1);
+      store(v + v0 + 32, a2, a3);
+    } else {
+      store(v + v0, a0, a0);
+      store(v + v0 + 16, a1, a1);
+      store(v + v0 + 32, a2, a2);
+      store(v + v0 + 48, a3, a3);
+    }
+  }
+  for (; v0 < virt; v0 += kChunk) {
+    __m512i e = _mm512_setzero_si512(), o = e;
+    const int16_t* b = p.x + S * v0;
+    for (int s = 0; s < steps; ++s) {
+      WQ_DPWSSD(e, _mm512_loadu_si512(b + off[s]), wv[s]);
+      if (S == 1) WQ_DPWSSD(o, _mm512_loadu_si512(b + off[s] + 1), wv[s]);
+    }
+    store(v + v0, e, o);
+  }
+  for (int64_t oy = 0; oy < p.oh; ++oy) std::memcpy(p.acc + oy * p.ow, v + oy * p.w, sizeof(int32_t) * p.ow);
+}
+
+void depthwise(const DepthwisePlane& p) {
+  const bool s1 = p.sw == 1 && p.sh == 1, s2 = p.sw == 2 && p.sh == 2;
+  if (p.pad_top != 0 || p.pad_left != 0 || p.dw != 1 || !(s1 || s2) || p.kw > 16 || p.kh > 16 || !p.scratch) {
+    depthwise_generic(p);
+    return;
+  }
+  if (p.kh == 3 && p.kw == 3) s1 ? depthwise_fixed<3, 3, 1>(p) : depthwise_fixed<3, 3, 2>(p);
+  else if (p.kh == 5 && p.kw == 5) s1 ? depthwise_fixed<5, 5, 1>(p) : depthwise_fixed<5, 5, 2>(p);
+  else s1 ? depthwise_fixed<0, 0, 1>(p) : depthwise_fixed<0, 0, 2>(p);
+}
+
+void pack_panel(const PanelPack& p) {
+  pack_panel_with(p, [](const int32_t* s, int32_t* o, int64_t len, int64_t sx) {
+    if (sx == 1) {
+      for (int64_t i = 0; i < len; i += 16) {
+        const __mmask16 m = tail_mask(static_cast<int>(len - i < 16 ? len - i : 16));
+        _mm512_mask_storeu_epi32(o + i, m, _mm512_maskz_loadu_epi32(m, s + i));
+      }
+    } else if (sx == 2) {
+      const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      for (int64_t i = 0; i < len; i += 16) {
+        const int n = static_cast<int>(len - i < 16 ? len - i : 16);   // outputs; inputs needed: 2n - 1
+        const __m512i lo = _mm512_maskz_loadu_epi32(tail_mask(2 * n - 1), s + 2 * i);
+        const __m512i hi = _mm512_maskz_loadu_epi32(tail_mask(2 * n - 1 - 16 > 0 ? 2 * n - 1 - 16 : 0), s + 2 * i + 16);
+        _mm512_mask_storeu_epi32(o + i, tail_mask(n), _mm512_permutex2var_epi32(lo, evens, hi));
+      }
+    } else {
+      copy_run_generic(s, o, len, sx);
+    }
+  });
+}
+
+}  // namespace isa_avx512
+}  // namespace wq

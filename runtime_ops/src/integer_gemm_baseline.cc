@@ -1,0 +1,38 @@
+// The portable path: plain C++ loops (the compiler may use x86-64's baseline SSE2), no run-time requirement.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "integer_gemm_isa.h"
+
+namespace wq {
+namespace {
+#include "integer_gemm_generic.h"
+}  // namespace
+
+namespace isa_baseline {
+
+const int kMR = 4;
+const int kNR = 16;
+
+void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int rows,
+               int ncols) {
+  gemm_tile_generic<4, 16>(a, lda, b, ldb, kp, c, ldc, rows, ncols);
+}
+void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) { interleave_generic(r0, r1, dst, n); }
+void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) { quantize_generic(x, y, n, scale, xmax); }
+void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) { lookup_generic(x, y, n, table256); }
+uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
+void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
+  edge_float_generic(acc, y, n, bias, scale);
+}
+void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
+  edge_levels_generic(acc, y, n, bias, t);
+}
+void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) { qrelu_generic(x, y, n, t); }
+void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) { qdecode_generic(x, y, n, table256); }
+void depthwise(const DepthwisePlane& p) { depthwise_generic(p); }
+void pack_panel(const PanelPack& p) { pack_panel_with(p, copy_run_generic); }
+
+}  // namespace isa_baseline
+}  // namespace wq

@@ -1,0 +1,154 @@
+// Portable implementations of the IsaKernels entry points, written so the compiler vectorizes them for whatever
+// target flags the including file is compiled with. Included by every integer_gemm_<isa>.cc inside an anonymous
+// namespace, so each instruction set gets its own internal copy (no inline function is shared between files built
+// with different -m flags, which would let the linker pick an AVX-512 copy for the baseline path).
+//
+// No std:: templates here: their out-of-line instantiations would be such shared copies.
+// The including file includes <cmath>, <cstdint> and integer_gemm.h first (this header sits inside a namespace).
+
+inline int64_t g_min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t g_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+template <int MR, int NR>
+void gemm_tile_generic(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,
+                       int rows, int ncols) {
+  int32_t acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = 0;
+  for (size_t p = 0; p < kp; ++p) {
+    const int16_t* bp = b + p * ldb;
+    for (int r = 0; r < rows; ++r) {
+      const int32_t a0 = a[r * lda + 2 * p];
+      const int32_t a1 = a[r * lda + 2 * p + 1];
+      for (int j = 0; j < ncols; ++j) acc[r][j] += a0 * bp[2 * j] + a1 * bp[2 * j + 1];
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < ncols; ++j) c[r * ldc + j] = acc[r][j];
+}
+
+inline void interleave_generic(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    dst[2 * i] = r0[i];
+    dst[2 * i + 1] = r1[i];
+  }
+}
+
+inline void quantize_generic(const float* x, int16_t* y, size_t n, float scale, float xmax) {
+  for (size_t i = 0; i < n; ++i) {
+    float v = x[i] * scale;              // exact: scale is a power of two (over/underflow round like ldexp)
+    v = (v == v) ? v : 0.0f;             // NaN → 0
+    v = v < -xmax ? -xmax : v;
+    v = v > xmax ? xmax : v;             // ±Inf saturate
+    y[i] = static_cast<int16_t>(std::nearbyint(v));   // round half to even (default rounding mode)
+  }
+}
+
+inline void lookup_generic(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
+  for (size_t i = 0; i < n; ++i) y[i] = table256[x[i]];
+}
+
+inline uint8_t max_u8_generic(const uint8_t* x, size_t n) {
+  uint8_t m = 0;
+  for (size_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+inline void edge_float_generic(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i] + bias) * scale;
+}
+
+// Branch-free upper bound over the padded table: the number of entries ≤ v.
+inline int count_le_i32(const int32_t* t, int count, int32_t v) {
+  int lo = 0, len = count;
+  while (len > 0) {
+    int half = len / 2;
+    bool le = t[lo + half] <= v;
+    lo = le ? lo + half + 1 : lo;
+    len = le ? len - half - 1 : half;
+  }
+  return lo;
+}
+
+inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const wq::ThresholdTable* t) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_i32(t->padded, t->count, acc[i] + bias));
+}
+
+inline int count_le_f32(const float* t, int count, float v) {
+  if (!(v == v)) return 0;   // NaN compares false with every threshold
+  int lo = 0, len = count;
+  while (len > 0) {
+    int half = len / 2;
+    bool le = t[lo + half] <= v;
+    lo = le ? lo + half + 1 : lo;
+    len = le ? len - half - 1 : half;
+  }
+  return lo;
+}
+
+inline void qrelu_generic(const float* x, uint8_t* y, size_t n, const wq::FloatThresholds* t) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, x[i]));
+}
+
+inline void qdecode_generic(const uint8_t* x, float* y, size_t n, const float* table256) {
+  for (size_t i = 0; i < n; ++i) y[i] = table256[x[i]];
+}
+
+// acc[ow] += w · x[ow·S + offset] over ow in [lo, hi): the vectorizable inner loop of the depthwise kernel.
+template <int S>
+inline void dw_row_fixed(int32_t* __restrict acc, const int16_t* __restrict x, int32_t w, int64_t lo, int64_t hi,
+                         int64_t offset) {
+  for (int64_t o = lo; o < hi; ++o) acc[o] += w * static_cast<int32_t>(x[o * S + offset]);
+}
+
+inline void dw_row_any(int32_t* __restrict acc, const int16_t* __restrict x, int32_t w, int64_t lo, int64_t hi,
+                       int64_t offset, int64_t s) {
+  for (int64_t o = lo; o < hi; ++o) acc[o] += w * static_cast<int32_t>(x[o * s + offset]);
+}
+
+inline void depthwise_generic(const wq::DepthwisePlane& p) {
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    int32_t* acc = p.acc + oy * p.ow;
+    for (int64_t o = 0; o < p.ow; ++o) acc[o] = 0;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      const int64_t iy = oy * p.sh + ky * p.dh - p.pad_top;
+      if (iy < 0 || iy >= p.h) continue;
+      const int16_t* row = p.x + iy * p.w;
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        const int32_t w = p.filter[ky * p.kw + kx];
+        if (w == 0) continue;
+        // valid outputs: 0 ≤ o·sw + kx·dw - pad_left < w
+        const int64_t offset = kx * p.dw - p.pad_left;
+        int64_t lo = offset >= 0 ? 0 : (-offset + p.sw - 1) / p.sw;
+        int64_t hi = (p.w - 1 - offset) >= 0 ? (p.w - 1 - offset) / p.sw + 1 : 0;
+        hi = g_min(hi, p.ow);
+        if (lo >= hi) continue;
+        if (p.sw == 1) dw_row_fixed<1>(acc, row, w, lo, hi, offset);
+        else if (p.sw == 2) dw_row_fixed<2>(acc, row, w, lo, hi, offset);
+        else dw_row_any(acc, row, w, lo, hi, offset, p.sw);
+      }
+    }
+  }
+}
+
+// Copy one run of `len` pairs with source step sx (the stride of the convolution along x).
+inline void copy_run_generic(const int32_t* __restrict s, int32_t* __restrict o, int64_t len, int64_t sx) {
+  if (sx == 1) {
+    for (int64_t i = 0; i < len; ++i) o[i] = s[i];
+  } else {
+    for (int64_t i = 0; i < len; ++i) o[i] = s[i * sx];
+  }
+}
+
+template <typename CopyRun>
+inline void pack_panel_with(const wq::PanelPack& p, CopyRun copy) {
+  int32_t* d = p.dst;
+  for (int64_t q = 0; q < p.nq; ++q)
+    for (int64_t ky = 0; ky < p.kh; ++ky)
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        const int32_t* base = p.x2 + q * p.q_stride + ky * p.ky_stride + kx * p.kx_stride;
+        for (int r = 0; r < p.nruns; ++r) copy(base + p.runs[r].src, d + p.runs[r].col, p.runs[r].len, p.sx);
+        for (int64_t j = p.ncols; j < p.nr; ++j) d[j] = 0;
+        d += p.nr;
+      }
+}

@@ -1,0 +1,31 @@
+// The entry points every integer_gemm_<isa>.cc defines in its own namespace (wq::isa_<name>); integer_gemm.cc
+// gathers them into IsaKernels tables. Declared through one macro so the three sets cannot drift apart.
+#pragma once
+
+#include "integer_gemm.h"
+
+#define WQ_DECLARE_ISA_ENTRY_POINTS                                                                              \
+  extern const int kMR;                                                                                          \
+  extern const int kNR;                                                                                          \
+  void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,  \
+                 int rows, int ncols);                                                                          \
+  void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n);                                 \
+  void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax);                                   \
+  void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);                                   \
+  uint8_t max_u8(const uint8_t* x, size_t n);                                                                    \
+  void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);                            \
+  void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t);             \
+  void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t);                                    \
+  void qdecode(const uint8_t* x, float* y, size_t n, const float* table256);                                     \
+  void depthwise(const DepthwisePlane& p);                                                                       \
+  void pack_panel(const PanelPack& p);
+
+namespace wq {
+namespace isa_baseline { WQ_DECLARE_ISA_ENTRY_POINTS }
+namespace isa_avx2 { WQ_DECLARE_ISA_ENTRY_POINTS }
+namespace isa_avx512 {
+WQ_DECLARE_ISA_ENTRY_POINTS
+void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
+                    const TileEdge& edge);
+}
+}  // namespace wq

@@ -1,0 +1,16 @@
+// The kernel factories, one per op file (qconv.cc, qgemm.cc, qrelu.cc, qdecode.cc, level_maxpool.cc); register.cc's
+// table uses them.
+#pragma once
+
+#include "custom_op.h"
+
+namespace wq {
+
+Kernel* create_qconv(const OrtKernelInfo* info, const Signature& sig);
+Kernel* create_qgemm(const OrtKernelInfo* info, const Signature& sig);
+Kernel* create_qrelu(const OrtKernelInfo* info, const Signature& sig);
+Kernel* create_qdecode(const OrtKernelInfo* info, const Signature& sig);
+// runtime-internal (never in a stored model): wqcompile.runtime substitutes it for MaxPool on level tensors
+Kernel* create_level_maxpool(const OrtKernelInfo* info, const Signature& sig);
+
+}  // namespace wq

@@ -1,0 +1,350 @@
+// QConv: 2-D convolution with packed codebook weights and int32 accumulation (mirrors runtime_ops/qconv.py).
+//
+// General path, an implicit-im2col GEMM per group: the input mantissas are laid out once as a zero-padded "pair
+// image" (int32 = the int16 mantissas of two adjacent input channels, the operand pairs of vpdpwssd / vpmaddwd);
+// column panels of the instruction set's width are copied out of it as runs of pairs (1x1 stride-1 layers read it
+// in place) and multiplied with the decoded weight rows, whose fan-in is reordered to (channel pair, ky, kx) and
+// decoded and packed once per session when the weights are initializers. Columns run over (batch, output pixel)
+// together, so small late layers still fill whole panels at batch 32. With AVX-512 the output edge (bias, power of
+// two scale or threshold search) is applied to the accumulators in registers.
+// Depthwise path (group == C == M): a direct per-plane kernel over a zero-padded plane.
+#include <algorithm>
+#include <cstring>
+
+#include "custom_op.h"
+#include "integer_core.h"
+#include "kernels.h"
+
+namespace wq {
+namespace {
+
+struct ConvWeights {
+  std::shared_ptr<PreparedLayer> layer;
+  int64_t kp = 0;                  // fan-in rounded up to even (pairs of k)
+  AlignedBuffer<int16_t> a;        // [M][kp] weight mantissas, zero pad column
+  std::vector<int32_t> filters;    // depthwise: [M][kh·kw]
+};
+
+struct Geometry {
+  int64_t n, c, h, w, oh, ow;
+  int64_t pt, pl, pb, pr;
+};
+
+class QConvKernel : public Kernel {
+ public:
+  QConvKernel(const OrtKernelInfo* info, const Signature& sig);
+  void Compute(OrtKernelContext* ctx) override;
+
+ private:
+  std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
+  Geometry geometry(const InputView& x) const;
+  void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y) const;
+  void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                     void* y) const;
+
+  std::string where_;
+  LayerAttrs attrs_;
+  int64_t m_ = 0, cg_ = 0, kh_ = 0, kw_ = 0, group_ = 1;
+  int64_t sh_ = 1, sw_ = 1, dh_ = 1, dw_ = 1;
+  std::vector<int64_t> pads_{0, 0, 0, 0};
+  std::string auto_pad_ = "NOTSET";
+  bool x_levels_ = false, levels_out_ = false;
+  const IsaKernels* isa_ = nullptr;
+  std::shared_ptr<const ConvWeights> constant_;   // set at creation when every operand is an initializer
+};
+
+QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig) {
+  where_ = where_of("QConv", info);
+  isa_ = &select_isa();
+  x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  attrs_ = read_layer_attrs(info, where_);
+  if (attrs_.w_shape.size() != 4)
+    fail(where_, "w_shape must have 4 entries [M, C/group, kH, kW], got " + shape_str(attrs_.w_shape));
+  m_ = attrs_.w_shape[0], cg_ = attrs_.w_shape[1], kh_ = attrs_.w_shape[2], kw_ = attrs_.w_shape[3];
+  get_int_attr(info, "group", &group_);
+  std::vector<int64_t> strides{1, 1}, dilations{1, 1};
+  get_ints_attr(info, "strides", &strides);
+  get_ints_attr(info, "dilations", &dilations);
+  get_ints_attr(info, "pads", &pads_);
+  get_string_attr(info, "auto_pad", &auto_pad_);
+  if (group_ < 1 || m_ < 1 || cg_ < 1 || kh_ < 1 || kw_ < 1 || m_ % group_ != 0)
+    fail(where_, "w_shape " + shape_str(attrs_.w_shape) + " needs positive sizes and M a multiple of group " +
+                     std::to_string(group_));
+  checked_numel(attrs_.w_shape, where_, "w_shape");
+  if (strides.size() != 2 || dilations.size() != 2 || pads_.size() != 4 ||
+      *std::min_element(strides.begin(), strides.end()) < 1 ||
+      *std::min_element(dilations.begin(), dilations.end()) < 1 || *std::min_element(pads_.begin(), pads_.end()) < 0)
+    fail(where_, "bad strides " + shape_str(strides) + " / dilations " + shape_str(dilations) + " / pads " +
+                     shape_str(pads_));
+  const int64_t big = int64_t(1) << 24;
+  if (std::max({strides[0], strides[1], dilations[0], dilations[1], pads_[0], pads_[1], pads_[2], pads_[3], kh_, kw_}) > big)
+    fail(where_, "strides, dilations, pads or kernel size are too large");
+  sh_ = strides[0], sw_ = strides[1], dh_ = dilations[0], dw_ = dilations[1];
+  if (auto_pad_.empty()) auto_pad_ = "NOTSET";
+  if (auto_pad_ != "NOTSET" && auto_pad_ != "VALID" && auto_pad_ != "SAME_UPPER" && auto_pad_ != "SAME_LOWER")
+    fail(where_, "unknown auto_pad '" + auto_pad_ + "'");
+  LayerOperands ops;
+  if (constant_operands(info, where_, &ops)) constant_ = pack(ops);
+}
+
+std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) const {
+  auto cw = std::make_shared<ConvWeights>();
+  const int64_t fan_in = cg_ * kh_ * kw_;
+  cw->layer = prepare_layer(where_, attrs_, m_, fan_in, x_levels_, levels_out_, ops);
+  if (cg_ == 1 && m_ == group_) {   // depthwise: one filter per channel
+    cw->filters.assign(cw->layer->weights.begin(), cw->layer->weights.end());
+    return cw;
+  }
+  // fan-in reordered to pairs of input channels per tap: pair p = (q·kh + ky)·kw + kx holds channels 2q, 2q+1
+  const int64_t nq = (cg_ + 1) / 2, taps = kh_ * kw_;
+  cw->kp = 2 * nq * taps;
+  cw->a.resize(static_cast<size_t>(m_ * cw->kp));
+  for (int64_t o = 0; o < m_; ++o) {
+    const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [cg][kh][kw]
+    int16_t* dst = cw->a.data() + o * cw->kp;
+    for (int64_t ci = 0; ci < cg_; ++ci)
+      for (int64_t t = 0; t < taps; ++t) dst[2 * ((ci / 2) * taps + t) + (ci % 2)] = src[ci * taps + t];
+  }
+  return cw;
+}
+
+Geometry QConvKernel::geometry(const InputView& x) const {
+  if (x.shape.size() != 4) fail(where_, "input must be 4-D [N, C, H, W], got shape " + shape_str(x.shape));
+  Geometry g{};
+  g.n = x.shape[0], g.c = x.shape[1], g.h = x.shape[2], g.w = x.shape[3];
+  if (g.c != cg_ * group_)
+    fail(where_, "input has " + std::to_string(g.c) + " channels but w_shape " + shape_str(attrs_.w_shape) +
+                     " with group " + std::to_string(group_) + " needs " + std::to_string(cg_ * group_));
+  const int64_t eh = (kh_ - 1) * dh_ + 1, ew = (kw_ - 1) * dw_ + 1;
+  g.pt = pads_[0], g.pl = pads_[1], g.pb = pads_[2], g.pr = pads_[3];
+  if (auto_pad_ == "VALID") {
+    g.pt = g.pl = g.pb = g.pr = 0;
+  } else if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
+    auto same = [&](int64_t size, int64_t s, int64_t e, int64_t* begin, int64_t* end) {
+      const int64_t out = (size + s - 1) / s;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * s + e - size);
+      const int64_t small = total / 2, large = total - total / 2;
+      *begin = auto_pad_ == "SAME_UPPER" ? small : large;
+      *end = auto_pad_ == "SAME_UPPER" ? large : small;
+    };
+    same(g.h, sh_, eh, &g.pt, &g.pb);
+    same(g.w, sw_, ew, &g.pl, &g.pr);
+  }
+  const int64_t ph = g.h + g.pt + g.pb - eh, pw = g.w + g.pl + g.pr - ew;
+  g.oh = ph >= 0 ? ph / sh_ + 1 : 0;
+  g.ow = pw >= 0 ? pw / sw_ + 1 : 0;
+  if (g.oh < 1 || g.ow < 1)
+    fail(where_, "kernel " + std::to_string(kh_) + "x" + std::to_string(kw_) + " does not fit the padded " +
+                     std::to_string(g.h) + "x" + std::to_string(g.w) + " input");
+  checked_numel({g.n, m_, g.oh, g.ow}, where_, "output");
+  checked_numel({g.n, cg_ * kh_ * kw_, g.oh, g.ow}, where_, "im2col");
+  return g;
+}
+
+void QConvKernel::Compute(OrtKernelContext* ctx) {
+  const InputView x = get_input(ctx, kX, where_, "X");
+  if (!x.present) fail(where_, "missing input X");
+  const ONNXTensorElementDataType want = x_levels_ ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (x.type != want) fail(where_, std::string("input must be ") + type_name(want) + ", got " + type_name(x.type));
+  std::shared_ptr<const ConvWeights> cw = constant_ ? constant_ : pack(run_operands(ctx, where_));
+  const Geometry g = geometry(x);
+  void* y = allocate_output(ctx, 0, {g.n, m_, g.oh, g.ow});
+  if (g.n == 0) return;
+  // the input's mantissas are made plane by plane inside each path, straight into the layout it reads
+  if (!cw->filters.empty()) run_depthwise(ctx, *cw, g, x, y);
+  else run_gemm(ctx, *cw, g, x, y);
+}
+
+void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                                void* y) const {
+  const PreparedLayer& L = *cw.layer;
+  const int64_t planes = g.n * g.c, plane_out = g.oh * g.ow;
+  const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
+  checked_numel({hp, wp}, where_, "padded plane");
+  const size_t out_bytes = L.fused() ? 1 : 4;
+  // about 64k outputs per task, but at least 16 tasks when there are enough planes (small late layers)
+  const int64_t per_task = std::max<int64_t>(1, std::min((int64_t(1) << 16) / plane_out, (planes + 15) / 16));
+  const int64_t tasks = (planes + per_task - 1) / per_task;
+  parallel_for(ctx, static_cast<size_t>(tasks), [&](size_t t) {
+    int32_t* const acc = thread_scratch<int32_t>(2, static_cast<size_t>(plane_out));
+    int32_t* const scratch = thread_scratch<int32_t>(3, static_cast<size_t>(g.oh * wp + 128));
+    int16_t* const plane16 = thread_scratch<int16_t>(4, static_cast<size_t>(g.h * g.w));
+    // the zero-padded input plane, with 256 int16 of slack for whole-vector reads past its end (zeroed once
+    // per task: only the interior is rewritten per plane)
+    int16_t* const padded = thread_scratch<int16_t>(5, static_cast<size_t>(hp * wp + 256));
+    std::memset(padded, 0, sizeof(int16_t) * static_cast<size_t>(hp * wp + 256));
+    const int64_t p0 = static_cast<int64_t>(t) * per_task, p1 = std::min(planes, p0 + per_task);
+    for (int64_t plane = p0; plane < p1; ++plane) {
+      const int64_t ch = plane % g.c;
+      mantissa_span(*isa_, where_, L, attrs_, x, plane * g.h * g.w, g.h * g.w, plane16);
+      const int16_t* src = plane16;
+      for (int64_t iy = 0; iy < g.h; ++iy)
+        std::memcpy(padded + (iy + g.pt) * wp + g.pl, src + iy * g.w, sizeof(int16_t) * g.w);
+      DepthwisePlane p{};
+      p.x = padded;
+      p.h = hp, p.w = wp;
+      p.filter = cw.filters.data() + ch * kh_ * kw_;
+      p.kh = kh_, p.kw = kw_, p.sh = sh_, p.sw = sw_, p.dh = dh_, p.dw = dw_, p.pad_top = 0, p.pad_left = 0;
+      p.acc = acc;
+      p.oh = g.oh, p.ow = g.ow;
+      p.scratch = scratch;
+      isa_->depthwise(p);
+      edge_segment(*isa_, L, L.row_of(ch), acc, L.bias[static_cast<size_t>(ch)],
+                   static_cast<char*>(y) + plane * plane_out * out_bytes, plane_out);
+    }
+  });
+}
+
+// The padded pair image: [n][g][q][Hp][Wp] int32, each the int16 mantissas of channels (g·cg + 2q, g·cg + 2q + 1)
+// (the second 0 when cg is odd), with a zero border of the convolution's pads. Its rows are what the im2col panels
+// copy, so packing is plain copies of pair runs.
+void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                           void* y) const {
+  const PreparedLayer& L = *cw.layer;
+  const IsaKernels& isa = *isa_;
+  const int64_t mg = m_ / group_, nq = (cg_ + 1) / 2, kpairs = cw.kp / 2;
+  const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
+  const int64_t planes = g.n * group_ * nq;
+  checked_numel({planes, hp, wp}, where_, "padded input");
+  // + 64 pairs: whole-vector reads past the last column of a direct view (below) stay inside the buffer
+  int32_t* const x2 = thread_scratch<int32_t>(0, static_cast<size_t>(planes * hp * wp + 64));
+  {
+    const int64_t hw = g.h * g.w;
+    parallel_for(ctx, static_cast<size_t>(planes), [&](size_t t) {
+      const int64_t plane = static_cast<int64_t>(t);
+      const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
+      const int64_t c0 = grp * cg_ + 2 * q;
+      int16_t* const m = thread_scratch<int16_t>(2, static_cast<size_t>(2 * hw));   // channels c0 and c0 + 1 (or 0)
+      mantissa_span(isa, where_, L, attrs_, x, (n * g.c + c0) * hw, hw, m);
+      if (2 * q + 1 < cg_) mantissa_span(isa, where_, L, attrs_, x, (n * g.c + c0 + 1) * hw, hw, m + hw);
+      else std::memset(m + hw, 0, sizeof(int16_t) * static_cast<size_t>(hw));
+      int32_t* base = x2 + plane * hp * wp;
+      std::memset(base, 0, sizeof(int32_t) * g.pt * wp);                          // top padding rows
+      std::memset(base + (g.pt + g.h) * wp, 0, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
+      for (int64_t iy = 0; iy < g.h; ++iy) {
+        int32_t* row = base + (g.pt + iy) * wp;
+        std::memset(row, 0, sizeof(int32_t) * g.pl);
+        std::memset(row + g.pl + g.w, 0, sizeof(int32_t) * g.pr);
+        isa.interleave(m + iy * g.w, m + hw + iy * g.w, reinterpret_cast<int16_t*>(row + g.pl),
+                       static_cast<size_t>(g.w));
+      }
+    });
+  }
+  const int64_t P = g.oh * g.ow, J = g.n * P;
+  // 1x1, stride 1, no padding: the pair image's rows already are the GEMM's B rows
+  const bool pointwise = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && hp == g.oh && wp == g.ow;
+  const int64_t nr = isa.nr, mr = isa.mr;
+  const int64_t panels = (J + nr - 1) / nr;
+  const int64_t panel_elems = kpairs * nr;   // int32 pairs
+  // panels per block: about 1 MiB of packed columns, shared by every row tile of the block
+  const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << 20) / (panel_elems * 4));
+  const int64_t row_chunk = 4 * mr;
+  const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
+  const size_t out_bytes = L.fused() ? 1 : 4;
+  // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
+  bool fast_edge = true;
+  for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
+  for (int64_t grp = 0; grp < group_; ++grp) {
+    // B operand of one column panel: packed into dst (runs of pairs copied out of the pair image), or, for a 1x1
+    // convolution's panel inside one image, the pair image itself (rows P pairs apart). Returns the row stride.
+    auto panel_b = [&](int64_t panel, int32_t* dst, const int16_t** bp) -> size_t {
+      const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0), n0 = j0 / P;
+      if (pointwise && n0 == (j0 + ncols - 1) / P) {
+        *bp = reinterpret_cast<const int16_t*>(x2 + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P));
+        return static_cast<size_t>(2 * P);
+      }
+      PanelRun runs[64];
+      int nruns = 0;
+      for (int64_t j = j0; j < j0 + ncols;) {
+        const int64_t n = j / P, p = j % P, oy = p / g.ow, ox = p % g.ow;
+        const int64_t len = std::min(j0 + ncols - j, g.ow - ox);
+        const int64_t src = (((n * group_ + grp) * nq) * hp + oy * sh_) * wp + ox * sw_;
+        runs[nruns++] = PanelRun{src, static_cast<int32_t>(j - j0), static_cast<int32_t>(len)};
+        j += len;
+      }
+      PanelPack pk{};
+      pk.x2 = x2;
+      pk.runs = runs;
+      pk.nruns = nruns;
+      pk.nq = nq, pk.kh = kh_, pk.kw = kw_;
+      pk.q_stride = hp * wp, pk.ky_stride = dh_ * wp, pk.kx_stride = dw_, pk.sx = sw_;
+      pk.dst = dst;
+      pk.nr = nr, pk.ncols = ncols;
+      isa.pack_panel(pk);
+      *bp = reinterpret_cast<const int16_t*>(dst);
+      return static_cast<size_t>(2 * nr);
+    };
+    // rows [r_begin, r_end) of the group against one panel, edge included
+    auto rows_x_panel = [&](int64_t panel, const int16_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
+      const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0);
+      const int64_t n0 = j0 / P, n1 = (j0 + ncols - 1) / P;
+      alignas(64) int32_t c[8 * 64];
+      const bool fuse = isa.gemm_tile_edge != nullptr && n0 == n1 && fast_edge;
+      for (int64_t r0 = r_begin; r0 < r_end; r0 += mr) {
+        const int rows = static_cast<int>(std::min(mr, r_end - r0));
+        const int64_t o0 = grp * mg + r0;
+        if (fuse) {   // the whole tile lands in one image: edge in registers, straight into the output rows
+          int32_t bias[8];
+          const ThresholdTable* tables[8];
+          float scale[8];
+          void* out[8];
+          for (int r = 0; r < rows; ++r) {
+            const int64_t o = o0 + r, gr = L.row_of(o);
+            bias[r] = L.bias[static_cast<size_t>(o)];
+            tables[r] = L.fused() ? L.thresholds[static_cast<size_t>(gr)].get() : nullptr;
+            scale[r] = L.scale[static_cast<size_t>(gr)];
+            out[r] = static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
+          }
+          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out};
+          isa.gemm_tile_edge(cw.a.data() + o0 * cw.kp, static_cast<size_t>(cw.kp), bp, ldb,
+                             static_cast<size_t>(kpairs), rows, static_cast<int>(ncols), edge);
+          continue;
+        }
+        isa.gemm_tile(cw.a.data() + o0 * cw.kp, static_cast<size_t>(cw.kp), bp, ldb, static_cast<size_t>(kpairs), c,
+                      static_cast<size_t>(nr), rows, static_cast<int>(ncols));
+        for (int r = 0; r < rows; ++r) {
+          const int64_t o = o0 + r;
+          const int32_t* acc = c + r * nr;
+          // columns j0.. map to (image, pixel) runs of the output
+          int64_t j = j0;
+          while (j < j0 + ncols) {
+            const int64_t n = j / P, p = j % P, len = std::min(j0 + ncols - j, P - p);
+            char* dst = static_cast<char*>(y) + ((n * m_ + o) * P + p) * out_bytes;
+            edge_segment(isa, L, L.row_of(o), acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
+            j += len;
+          }
+        }
+      }
+    };
+    if (panels >= 8) {
+      // enough panels to share out: one pass, each task packs its panel and runs every row tile over it
+      parallel_for(ctx, static_cast<size_t>(panels), [&](size_t t) {
+        const int16_t* bp = nullptr;
+        const size_t ldb = panel_b(static_cast<int64_t>(t), thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
+        rows_x_panel(static_cast<int64_t>(t), bp, ldb, 0, mg);
+      });
+      continue;
+    }
+    // few panels (small late layers at batch 1): pack them, then share out row chunks × panels
+    int32_t* const packed = thread_scratch<int32_t>(1, static_cast<size_t>(std::min(per_block, panels) * panel_elems));
+    for (int64_t b0 = 0; b0 < panels; b0 += per_block) {
+      const int64_t nb = std::min(per_block, panels - b0);
+      const int16_t* bps[8];
+      size_t ldbs[8];
+      parallel_for(ctx, static_cast<size_t>(nb), [&](size_t t) {
+        ldbs[t] = panel_b(b0 + static_cast<int64_t>(t), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
+      });
+      parallel_for(ctx, static_cast<size_t>(nb * row_chunks), [&](size_t t) {
+        const int64_t i = static_cast<int64_t>(t) % nb, chunk = static_cast<int64_t>(t) / nb;
+        rows_x_panel(b0 + i, bps[i], ldbs[i], chunk * row_chunk, std::min(mg, (chunk + 1) * row_chunk));
+      });
+    }
+  }
+}
+
+}  // namespace
+
+Kernel* create_qconv(const OrtKernelInfo* info, const Signature& sig) { return new QConvKernel(info, sig); }
+
+}  // namespace wq

@@ -1,0 +1,115 @@
+// QGemm: Y[..., N] = X[..., K] · codebook[W]ᵀ + bias with int32 accumulation (mirrors runtime_ops/qgemm.py).
+//
+// The decoded weights are packed once per session into column panels [N/nr][K/2][nr][2] (the B operand of the
+// tile kernel), the activations are the row operand: one input row is one tile row, so batch 1 wastes nothing.
+#include <algorithm>
+#include <cstring>
+
+#include "integer_core.h"
+#include "kernels.h"
+
+namespace wq {
+namespace {
+
+struct GemmWeights {
+  std::shared_ptr<PreparedLayer> layer;
+  int64_t kp = 0, panels = 0;
+  AlignedBuffer<int16_t> b;   // [panels][kp/2][nr][2]
+};
+
+class QGemmKernel : public Kernel {
+ public:
+  QGemmKernel(const OrtKernelInfo* info, const Signature& sig);
+  void Compute(OrtKernelContext* ctx) override;
+
+ private:
+  std::shared_ptr<const GemmWeights> pack(const LayerOperands& ops) const;
+
+  std::string where_;
+  LayerAttrs attrs_;
+  int64_t n_ = 0, k_ = 0;
+  bool x_levels_ = false, levels_out_ = false;
+  const IsaKernels* isa_ = nullptr;
+  std::shared_ptr<const GemmWeights> constant_;
+};
+
+QGemmKernel::QGemmKernel(const OrtKernelInfo* info, const Signature& sig) {
+  where_ = where_of("QGemm", info);
+  isa_ = &select_isa();
+  x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  attrs_ = read_layer_attrs(info, where_);
+  if (attrs_.w_shape.size() != 2 || attrs_.w_shape[0] < 1 || attrs_.w_shape[1] < 1)
+    fail(where_, "w_shape must be [N, K], got " + shape_str(attrs_.w_shape));
+  n_ = attrs_.w_shape[0], k_ = attrs_.w_shape[1];
+  checked_numel(attrs_.w_shape, where_, "w_shape");
+  LayerOperands ops;
+  if (constant_operands(info, where_, &ops)) constant_ = pack(ops);
+}
+
+std::shared_ptr<const GemmWeights> QGemmKernel::pack(const LayerOperands& ops) const {
+  auto gw = std::make_shared<GemmWeights>();
+  gw->layer = prepare_layer(where_, attrs_, n_, k_, x_levels_, levels_out_, ops);
+  const int64_t nr = isa_->nr;
+  gw->kp = (k_ + 1) / 2 * 2;
+  gw->panels = (n_ + nr - 1) / nr;
+  const int64_t kpairs = gw->kp / 2;
+  gw->b.resize(static_cast<size_t>(gw->panels * kpairs * nr * 2));
+  const int16_t* w = gw->layer->weights.data();
+  for (int64_t o = 0; o < n_; ++o) {
+    int16_t* dst = gw->b.data() + (o / nr) * kpairs * nr * 2 + (o % nr) * 2;
+    for (int64_t k = 0; k < k_; ++k) dst[(k / 2) * nr * 2 + (k % 2)] = w[o * k_ + k];
+  }
+  return gw;
+}
+
+void QGemmKernel::Compute(OrtKernelContext* ctx) {
+  const InputView x = get_input(ctx, kX, where_, "X");
+  if (!x.present) fail(where_, "missing input X");
+  const ONNXTensorElementDataType want = x_levels_ ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (x.type != want) fail(where_, std::string("input must be ") + type_name(want) + ", got " + type_name(x.type));
+  if (x.shape.empty() || x.shape.back() != k_)
+    fail(where_, "input shape " + shape_str(x.shape) + " does not end in K = " + std::to_string(k_));
+  std::shared_ptr<const GemmWeights> gw = constant_ ? constant_ : pack(run_operands(ctx, where_));
+  const PreparedLayer& L = *gw->layer;
+  const IsaKernels& isa = *isa_;
+  std::vector<int64_t> out_shape(x.shape.begin(), x.shape.end() - 1);
+  out_shape.push_back(n_);
+  const int64_t out_numel = checked_numel(out_shape, where_, "output");
+  void* y = allocate_output(ctx, 0, out_shape);
+  const int64_t rows = x.numel / k_;
+  if (out_numel == 0 || rows == 0) return;
+  checked_numel({rows, gw->kp}, where_, "input mantissas");
+  AlignedBuffer<int16_t> x16(static_cast<size_t>(rows * gw->kp), /*zero=*/gw->kp != k_);   // pad column must be 0
+  input_mantissas(ctx, isa, where_, L, attrs_, x, x16.data(), rows, k_, gw->kp);
+
+  const int64_t nr = isa.nr, mr = isa.mr, kpairs = gw->kp / 2;
+  const int64_t row_tiles = (rows + mr - 1) / mr;
+  const size_t out_bytes = L.fused() ? 1 : 4;
+  parallel_for(ctx, static_cast<size_t>(row_tiles * gw->panels), [&](size_t t) {
+    const int64_t panel = static_cast<int64_t>(t) % gw->panels, tile = static_cast<int64_t>(t) / gw->panels;
+    const int64_t r0 = tile * mr, n0 = panel * nr;
+    const int nrows = static_cast<int>(std::min(mr, rows - r0));
+    const int ncols = static_cast<int>(std::min(nr, n_ - n0));
+    std::vector<int32_t> c(static_cast<size_t>(mr * nr));
+    isa.gemm_tile(x16.data() + r0 * gw->kp, static_cast<size_t>(gw->kp), gw->b.data() + panel * kpairs * nr * 2,
+                  static_cast<size_t>(2 * nr), static_cast<size_t>(kpairs), c.data(), static_cast<size_t>(nr), nrows,
+                  ncols);
+    for (int r = 0; r < nrows; ++r) {
+      int32_t* acc = c.data() + r * nr;
+      char* dst = static_cast<char*>(y) + ((r0 + r) * n_ + n0) * out_bytes;
+      for (int j = 0; j < ncols; ++j) acc[j] += L.bias[static_cast<size_t>(n0 + j)];
+      if (L.gc == 1) {
+        edge_segment(isa, L, 0, acc, 0, dst, ncols);
+      } else {
+        for (int j = 0; j < ncols; ++j) edge_segment(isa, L, n0 + j, acc + j, 0, dst + j * out_bytes, 1);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+Kernel* create_qgemm(const OrtKernelInfo* info, const Signature& sig) { return new QGemmKernel(info, sig); }
+
+}  // namespace wq

@@ -1,0 +1,90 @@
+"""Shared by the runtime tests: instruction sets to force, one-node models, running on onnxruntime + libwq_ops."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from wqcompile import runtime
+from wqcompile.runtime_ops import DOMAIN
+
+ISAS = ("baseline", "avx2", "avx512")
+_ELEM = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.uint8): onnx.TensorProto.UINT8}
+
+
+def cpu_has(isa: str) -> bool:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        return isa == "baseline"
+    words = set(flags.split())
+    need = {"baseline": set(), "avx2": {"avx2"},
+            "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}}[isa]
+    return need <= words
+
+
+@contextmanager
+def forced_isa(isa: str):
+    """WQCOMPILE_ISA=isa while sessions are created (kernels read it at creation)."""
+    old = os.environ.get("WQCOMPILE_ISA")
+    os.environ["WQCOMPILE_ISA"] = isa
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["WQCOMPILE_ISA"]
+        else:
+            os.environ["WQCOMPILE_ISA"] = old
+
+
+def model_of(op: str, inputs: list[tuple[str, np.ndarray | None]], attrs: dict, out_dtype, *, as_inputs=False,
+             name: str = "node") -> onnx.ModelProto:
+    """``Y = op(X, *rest)``: the first entry is the graph input X; the others are initializers (or, with
+    ``as_inputs``, graph inputs too, so the kernel prepares them per run); None → an omitted optional input."""
+    names, inits, graph_inputs = [], [], []
+    for i, (n, v) in enumerate(inputs):
+        if v is None:
+            names.append("")
+            continue
+        names.append(n)
+        if i == 0 or as_inputs:
+            graph_inputs.append(helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)))
+        else:
+            inits.append(numpy_helper.from_array(v, n))
+    while names and names[-1] == "":
+        names.pop()
+    node = helper.make_node(op, names, ["Y"], domain=DOMAIN, name=name, **attrs)
+    graph = helper.make_graph([node], op, graph_inputs,
+                              [helper.make_tensor_value_info("Y", _ELEM[np.dtype(out_dtype)], None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                             ir_version=8)
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict, isa: str | None = None, threads: int = 1) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    if isa is None:
+        sess = runtime.InferenceSession(model, so)
+    else:
+        with forced_isa(isa):
+            sess = runtime.InferenceSession(model, so)
+    return sess.run(None, feeds)[0]
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == np.float32:
+        return np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    return np.array_equal(a, b)

@@ -1,0 +1,235 @@
+"""``wqcompile bench``: latency of the FP32 model, our compiled model and onnxruntime's INT8 QDQ model, side by side.
+
+All three run on onnxruntime's CPU provider in one process with the same ``intra_op_num_threads`` (and one inter-op
+thread, sequential execution). For every (threads, batch) pair the three sessions are warmed up, then timed
+*interleaved* (one run of each per round, the order rotating every round) so machine noise hits all three alike;
+the table reports medians and the ratios to FP32 and to INT8. With several threads each timed run is preceded by
+a few ms of untimed runs of the same session (SETTLE_SECONDS), so the other sessions' spinning pool threads are
+asleep and do not steal the cores.
+
+The INT8 baseline is what every onnxruntime user already has: ``onnxruntime.quantization.quantize_static``, QDQ
+format, per-channel weights, MinMax calibration, on the same calibration data as our compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CALIB_SAMPLES = 64
+# With more than one thread, each session has its own intra-op pool whose idle workers spin for a while after a
+# run (onnxruntime's default) and would steal the cores from the next session's timed run. So before each timed
+# run the session runs untimed for at least this long: the other pools' workers go to sleep and its own caches are
+# warm, and every run is measured as if its session were alone in the process.
+SETTLE_SECONDS = 0.005
+
+
+@dataclass
+class BenchRow:
+    threads: int
+    batch: int
+    fp32_ms: float
+    wq_ms: float
+    int8_ms: float | None
+
+    @property
+    def wq_vs_fp32(self) -> float:
+        return self.wq_ms / self.fp32_ms
+
+    @property
+    def int8_vs_fp32(self) -> float | None:
+        return None if self.int8_ms is None else self.int8_ms / self.fp32_ms
+
+    @property
+    def wq_vs_int8(self) -> float | None:
+        return None if self.int8_ms is None else self.wq_ms / self.int8_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(wq_vs_fp32=self.wq_vs_fp32, int8_vs_fp32=self.int8_vs_fp32, wq_vs_int8=self.wq_vs_int8)
+        return d
+
+
+def _input_specs(model: onnx.ModelProto) -> list[tuple[str, list[int | None], np.dtype]]:
+    from wqcompile.calib.readers import InputSpec
+
+    return [(s.name, list(s.dims), s.dtype) for s in InputSpec.from_model(model)]
+
+
+def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph inputs and outputs have a symbolic first dimension (so batch 32 can run)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in [*out.graph.input, *out.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and vi.name not in {i.name for i in out.graph.initializer}:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    return out
+
+
+def calibration_feeds(model: onnx.ModelProto, calib: Any, samples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Calibration data as one feed dict of ``samples`` samples: from ``calib`` (anything ``wqcompile compile``
+    accepts) or, without it, standard-normal random data of the model's input shapes."""
+    if calib is not None:
+        from wqcompile.calib.readers import InputSpec, iter_batches
+
+        parts: dict[str, list[np.ndarray]] = {}
+        count = 0
+        for feed in iter_batches(calib, InputSpec.from_model(model)):
+            for k, v in feed.items():
+                parts.setdefault(k, []).append(v)
+            count += next(iter(feed.values())).shape[0]
+            if count >= samples:
+                break
+        return {k: np.concatenate(v)[:samples] for k, v in parts.items()}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, dims, dtype in _input_specs(model):
+        shape = [samples] + [d if d is not None else 1 for d in dims[1:]]
+        feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def batch_of(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """The first ``batch`` samples, repeating the data when there are fewer."""
+    out = {}
+    for k, v in feeds.items():
+        reps = -(-batch // v.shape[0])
+        out[k] = np.ascontiguousarray(np.concatenate([v] * reps)[:batch])
+    return out
+
+
+def quantize_int8(model: onnx.ModelProto, feeds: dict[str, np.ndarray], workdir: Path) -> onnx.ModelProto:
+    """onnxruntime's static INT8 QDQ quantization (per-channel, MinMax) on the same calibration samples."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            n = next(iter(feeds.values())).shape[0]
+            self._it = iter([{k: v[i:i + 1] for k, v in feeds.items()} for i in range(n)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    src, dst = workdir / "fp32.onnx", workdir / "int8.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return onnx.load(dst)
+
+
+def _session(model: onnx.ModelProto, threads: int, ours: bool) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if ours:
+        from wqcompile.runtime import InferenceSession
+
+        return InferenceSession(model, so)
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def time_interleaved(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                     settle: float = 0.0) -> list[float]:
+    """Median wall time (ms) of each runner, timed in rotating interleaved rounds after ``warmup`` calls each;
+    with ``settle`` > 0 every timed call follows untimed calls of the same runner for at least that long."""
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runners]
+    for r in range(repeats):
+        order = list(range(len(runners)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for i in order:
+            if settle > 0:
+                start = time.perf_counter()
+                while time.perf_counter() - start < settle:
+                    runners[i]()
+            t0 = time.perf_counter()
+            runners[i]()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def bench(model: onnx.ModelProto, compiled: onnx.ModelProto, int8: onnx.ModelProto | None,
+          feeds: dict[str, np.ndarray], *, batches: Sequence[int] = (1, 32), threads: Sequence[int] = (1, 2),
+          repeats: int = 20, warmup: int = 3, check_outputs: bool = True) -> list[BenchRow]:
+    rows = []
+    for t in threads:
+        sessions = [_session(model, t, False), _session(compiled, t, True)]
+        if int8 is not None:
+            sessions.append(_session(int8, t, False))
+        for b in batches:
+            feed = batch_of(feeds, b)
+            if check_outputs:
+                shapes = [tuple(s.run(None, feed)[0].shape) for s in sessions]
+                if len(set(shapes)) != 1:
+                    raise RuntimeError(f"the models disagree on the output shape: {shapes}")
+            runners = [lambda s=s: s.run(None, feed) for s in sessions]
+            med = time_interleaved(runners, repeats, warmup, settle=SETTLE_SECONDS if t > 1 else 0.0)
+            rows.append(BenchRow(t, b, med[0], med[1], med[2] if int8 is not None else None))
+            logger.info("threads %d batch %d: %s", t, b, med)
+    return rows
+
+
+def format_table(title: str, rows: Sequence[BenchRow]) -> str:
+    head = f"{'threads':>7} {'batch':>5} {'FP32 ms':>9} {'WQ ms':>9} {'INT8 ms':>9} {'WQ/FP32':>8} {'INT8/FP32':>9} {'WQ/INT8':>8}"
+    lines = [title, head]
+    for r in rows:
+        i8 = f"{r.int8_ms:9.2f}" if r.int8_ms is not None else f"{'-':>9}"
+        i8r = f"{r.int8_vs_fp32:9.2f}" if r.int8_vs_fp32 is not None else f"{'-':>9}"
+        wi = f"{r.wq_vs_int8:8.2f}" if r.wq_vs_int8 is not None else f"{'-':>8}"
+        lines.append(f"{r.threads:>7} {r.batch:>5} {r.fp32_ms:9.2f} {r.wq_ms:9.2f} {i8} {r.wq_vs_fp32:8.2f} {i8r} {wi}")
+    return "\n".join(lines)
+
+
+def run_bench(model_path: str | Path, *, calib: Any = None, wbits: str = "4", abits: str = "4",
+              compiled_path: str | Path | None = None, batches: Sequence[int] = (1, 32),
+              threads: Sequence[int] = (1, 2), repeats: int = 20, warmup: int = 3, int8: bool = True,
+              calib_samples: int = DEFAULT_CALIB_SAMPLES, json_out: str | Path | None = None,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compile (unless ``compiled_path`` is given), quantize INT8, time, print the table; returns the numbers."""
+    from wqcompile.api import compile_model
+    from wqcompile.config import QuantConfig
+    from wqcompile.model_io import load_model
+
+    model = with_dynamic_batch(load_model(model_path))
+    feeds = calibration_feeds(model, calib, calib_samples)
+    t0 = time.perf_counter()
+    if compiled_path is not None:
+        compiled = with_dynamic_batch(load_model(compiled_path))
+        config = "given"
+    else:
+        result = compile_model(model, feeds, QuantConfig(weight_bits=wbits, act_bits=abits, progress=False,
+                                                         verify_samples=2))
+        compiled = with_dynamic_batch(result.model)
+        config = f"w{wbits}a{abits}"
+    echo(f"compiled {model_path} ({config}) in {time.perf_counter() - t0:.1f} s")
+    int8_model = None
+    if int8:
+        with tempfile.TemporaryDirectory() as tmp:
+            int8_model = quantize_int8(model, feeds, Path(tmp))
+    rows = bench(model, compiled, int8_model, feeds, batches=batches, threads=threads, repeats=repeats,
+                 warmup=warmup)
+    title = f"{Path(model_path).name} {config}: median latency over {repeats} interleaved rounds"
+    echo(format_table(title, rows))
+    report = {"model": str(model_path), "config": config, "repeats": repeats, "warmup": warmup,
+              "onnxruntime": ort.__version__, "rows": [r.to_dict() for r in rows]}
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(report, indent=2))
+    return report

@@ -15,7 +15,7 @@ from wqcompile.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 1, 8
 WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
-ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita")
+ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse")
 
 
 def parse_bits(text: str | int | None, what: str) -> int | None:

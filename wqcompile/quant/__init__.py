@@ -13,6 +13,7 @@ from .linear_act import fit_linear_act
 from .linear_weights import fit_linear_weights
 from .log_histogram import LogHistogram
 from .log_weights import fit_log_weights
+from .logquant_mse import fit_logquant_mse
 from .metrics import sqnr_db
 from .miyashita_logquant import fit_miyashita_logquant
 from .weighted_entropy import OptSearchResult, fit_weighted_entropy, optsearch
@@ -29,6 +30,7 @@ ACT_QUANTIZERS = {
     "wq": fit_wq_logquant,
     "linear": fit_linear_act,
     "miyashita": fit_miyashita_logquant,
+    "logmse": fit_logquant_mse,
 }
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "fit_linear_act",
     "fit_linear_weights",
     "fit_log_weights",
+    "fit_logquant_mse",
     "fit_miyashita_logquant",
     "fit_weighted_entropy",
     "fit_wq_logquant",

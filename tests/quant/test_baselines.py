@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from wqcompile.quant import fit_logquant_mse
 from wqcompile.quant import (
     ACT_QUANTIZERS,
     WEIGHT_QUANTIZERS,
@@ -49,7 +50,8 @@ def test_registries_are_explicit_tables():
         "log": fit_log_weights,
         "kmeans": fit_kmeans_weights,
     }
-    assert ACT_QUANTIZERS == {"wq": fit_wq_logquant, "linear": fit_linear_act, "miyashita": fit_miyashita_logquant}
+    assert ACT_QUANTIZERS == {"wq": fit_wq_logquant, "linear": fit_linear_act, "miyashita": fit_miyashita_logquant,
+                              "logmse": fit_logquant_mse}
 
 
 @pytest.mark.parametrize("key", ["linear", "log", "kmeans"])

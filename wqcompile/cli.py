@@ -54,9 +54,14 @@ def main(verbose: int) -> None:
 @click.option("--weight-mode", type=click.Choice(["symmetric", "per_sign"]), default="symmetric", show_default=True)
 @click.option("--weight-search", type=click.Choice(["exact", "bisect"]), default="exact", show_default=True)
 @click.option("--act-search", type=click.Choice(["code", "robust"]), default="code", show_default=True)
-@click.option("--weight-granularity", type=click.Choice(["tensor", "channel"]), default="tensor", show_default=True)
+@click.option("--weight-granularity", type=click.Choice(["tensor", "channel", "channel-scaled"]), default="tensor",
+              show_default=True)
 @click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
               help="Remove the mean output shift quantization causes, measured on the calibration data.")
+@click.option("--codebook-refinement/--no-codebook-refinement", default=QuantConfig.codebook_refinement, show_default=True,
+              help="Refit codebook values (assignment kept) to the layer's output on the calibration data.")
+@click.option("--sequential-calibration/--no-sequential-calibration", default=QuantConfig.sequential_calibration,
+              show_default=True, help="Fit each layer on the outputs of the already-quantized layers before it.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, or regex over names. Repeatable.")
 @click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N", help="Per-layer bits (later wins). Repeatable.")
 @click.option("--max-calib-samples", type=int, default=None, help="Use at most this many calibration samples.")
@@ -68,7 +73,7 @@ def main(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quantizer, weight_mode, weight_search,
-                act_search, weight_granularity, bias_correction, exclude, override, max_calib_samples, verify_samples, seed,
+                act_search, weight_granularity, bias_correction, codebook_refinement, sequential_calibration, exclude, override, max_calib_samples, verify_samples, seed,
                 report_dir, plot_layer, dump_dir, progress, debug):
     """Compile MODEL with calibration data into a quantized model."""
     from wqcompile.api import compile_file
@@ -78,7 +83,8 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
         return QuantConfig(
             weight_bits=wbits, act_bits=abits, weight_quantizer=weight_quantizer, act_quantizer=act_quantizer,
             weight_mode=weight_mode, weight_search=weight_search, act_search=act_search,
-            weight_granularity=weight_granularity, bias_correction=bias_correction, exclude=tuple(exclude),
+            weight_granularity=weight_granularity, bias_correction=bias_correction,
+            codebook_refinement=codebook_refinement, sequential_calibration=sequential_calibration, exclude=tuple(exclude),
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 

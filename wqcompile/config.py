@@ -81,8 +81,11 @@ class QuantConfig:
     weight_mode: str = "symmetric"        # wq-algorithm.md §2.3: "symmetric" (caffe-WQ) or "per_sign" (paper)
     weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
     act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"
-    weight_granularity: str = "tensor"    # "tensor" (paper) or "channel" (one codebook per output channel)
+    weight_granularity: str = "tensor"    # "tensor" (paper), "channel" (one codebook per output channel) or
+                                          # "channel-scaled" (one shared codebook times a per-channel scale)
     bias_correction: bool = False         # remove the mean output shift (CorrectBiasPass); measured to hurt, see docs
+    codebook_refinement: bool = False     # least-squares codebook values on calibration data (RefineCodebooksPass)
+    sequential_calibration: bool = False  # fit on the partially quantized model (SequentialCalibratePass)
     exclude: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     max_calib_samples: int | None = None
@@ -99,7 +102,7 @@ class QuantConfig:
             "weight_mode": ("symmetric", "per_sign"),
             "weight_search": ("exact", "bisect"),
             "act_search": ("code", "robust"),
-            "weight_granularity": ("tensor", "channel"),
+            "weight_granularity": ("tensor", "channel", "channel-scaled"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -56,6 +56,8 @@ class CompileContext:
         weights: fitted codebooks per weight layer (FitWeightsPass).
         activations: fitted activation quantizers per quantized tensor (FitActivationsPass).
         bias_corrections: per-layer output shift added to the bias at rewrite (CorrectBiasPass).
+        refined_layers: layers whose codebook values were refit on data (RefineCodebooksPass, or
+            SequentialCalibratePass with refinement on).
         skipped: node name → reason it was left untouched.
         layer_report: node name → per-layer numbers (filled by rewrite and verify).
         verify: whole-model fidelity numbers (VerifyPass).
@@ -72,6 +74,7 @@ class CompileContext:
     weights: dict[str, FittedWeights] = field(default_factory=dict)
     activations: dict[str, ActQuantizer] = field(default_factory=dict)
     bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
+    refined_layers: set[str] = field(default_factory=set)     # codebooks already refined (RefineCodebooksPass)
     skipped: dict[str, str] = field(default_factory=dict)
     layer_report: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,91 @@
+"""RefineCodebooksPass: least-squares codebook values for a fixed assignment, and the channel-scaled codebooks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.helpers import compile_and_compare, op_counts
+from tests.model_factory import calib_data, tiny_cnn
+from wqcompile.config import QuantConfig
+from wqcompile.context import CompileContext
+from wqcompile.graph import check_graph, export_model, import_graph
+from wqcompile.pass_manager import PassManager
+from wqcompile.passes import default_pipeline
+from wqcompile.passes.refine_codebooks import collect_moments, output_error, refine_layer, symmetry_map
+from wqcompile.passes.scale_codebooks import scaled_codebooks
+from wqcompile.quant import fit_weighted_entropy
+
+
+def _fitted(mode="symmetric", **config):
+    model, calib = tiny_cnn(), calib_data()
+    ctx = CompileContext(config=QuantConfig(progress=False, weight_mode=mode, **config), calibration=calib,
+                         source_model=model)
+    graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
+    moments = collect_moments(export_model(graph, ctx), graph, ctx, list(ctx.weight_layers), calib)
+    return ctx, {name: m.factor() for name, m in moments.items()}
+
+
+@pytest.mark.parametrize("mode,granularity", [("symmetric", "tensor"), ("per_sign", "tensor"), ("symmetric", "channel")])
+@pytest.mark.parametrize("keep_symmetry", [True, False])
+def test_refinement_never_increases_the_output_error_and_keeps_the_assignment(mode, granularity, keep_symmetry):
+    ctx, factors = _fitted(mode, weight_bits=3, weight_granularity=granularity)
+    for name, fitted in ctx.weights.items():
+        refined = refine_layer(fitted, factors[name], keep_symmetry=keep_symmetry)
+        before, after = output_error(fitted, factors[name]), output_error(refined, factors[name])
+        # the ridge solution minimises error + λ‖c − c₀‖², so it is never above c₀ (1e-9: float64 rounding)
+        assert after <= before * (1 + 1e-9), (name, before, after)
+        for a, b in zip(fitted.codebooks, refined.codebooks):
+            np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def test_symmetric_codebooks_stay_symmetric_when_asked():
+    ctx, factors = _fitted("symmetric", weight_bits=4)
+    for name, fitted in ctx.weights.items():
+        values = refine_layer(fitted, factors[name], keep_symmetry=True).codebooks[0].values
+        np.testing.assert_allclose(values, -values[::-1], atol=1e-12)
+
+
+def test_symmetry_map_odd_levels_keep_the_zero():
+    t = symmetry_map(7)
+    c = t @ np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(c, [-3, -2, -1, 0, 1, 2, 3])
+
+
+def test_refinement_recovers_the_exact_least_squares_solution_on_a_gemm():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 20))
+    x = rng.standard_normal((50, 20)) @ rng.standard_normal((20, 20))        # correlated inputs
+    cb = fit_weighted_entropy(w.ravel(), 8, mode="per_sign")
+    from wqcompile.context import FittedWeights
+
+    refined = refine_layer(FittedWeights([cb], 3, w), x[None], keep_symmetry=False).codebooks[0].values
+    idx = np.asarray(cb.indices).reshape(w.shape)
+    design = np.stack([(x @ (idx == k).T).ravel() for k in range(8)], axis=1)   # y = design · c
+    used = design.any(axis=0)
+    c_ls = np.linalg.lstsq(design[:, used], (x @ w.T).ravel(), rcond=None)[0]
+    np.testing.assert_allclose(refined[used], c_ls, rtol=1e-4, atol=1e-6)      # ridge 1e-6 relative
+
+
+def test_pipeline_with_refinement_passes_the_checker_and_rewrites_every_layer():
+    result, (sqnr,) = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, codebook_refinement=True)
+    counts = op_counts(result.model)
+    assert counts["QConv"] == 2 and counts["QGemm"] == 2 and counts["Conv"] == 0
+    check_graph(result.model)
+    assert result.context.refined_layers == set(result.context.weight_layers)
+    assert sqnr > 5, sqnr     # 4-bit weights and activations on a random tiny CNN: ~10 dB measured either way
+
+
+def test_channel_scaled_codebooks_are_one_shared_codebook_times_a_scale():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 9)) * np.array([0.01, 0.1, 1.0, 10.0, 0.5])[:, None]
+    cbs = scaled_codebooks(w, 3, fit_weighted_entropy, mode="symmetric")
+    shared = cbs[0].values / cbs[0].info["shared_scale"]
+    for o, cb in enumerate(cbs):
+        s = np.sqrt(np.mean(w[o] ** 2))
+        np.testing.assert_allclose(cb.values, s * shared)
+        np.testing.assert_array_equal(cb.quantize(w[o]), cb.indices)
+    result, _ = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, weight_granularity="channel-scaled")
+    check_graph(result.model)
+    assert len(result.context.weights["conv1"].codebooks) == 8

@@ -95,7 +95,9 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
     click.echo(f"compiled {model} -> {output}")
     click.echo(f"  layers: {s['weight_layers']} weight, {s['activation_layers']} activation; "
                f"{len(result.context.skipped)} left untouched")
-    click.echo(f"  size: {s['fp32_file_bytes']:,} B -> {s['compiled_file_bytes']:,} B ({s['size_ratio']:.2f}x smaller)")
+    ratio = s["size_ratio"]
+    change = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger"
+    click.echo(f"  size: {s['fp32_file_bytes']:,} B -> {s['compiled_file_bytes']:,} B ({change})")
     if v.get("samples"):
         agree = f", top-1 agreement {v['top1_agreement']:.1%}" if "top1_agreement" in v else ""
         click.echo(f"  vs FP32 on {v['samples']} calibration samples: output SQNR {v['output_sqnr_db']:.1f} dB{agree}")

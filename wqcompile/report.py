@@ -66,7 +66,8 @@ def weight_numbers(node: str, op: str, fitted, low, input_kind: str) -> dict[str
 
 def activation_report(act, quantizer) -> dict[str, Any]:
     """Report entry of a quantized activation: bits, method, (fsr, step) and level values."""
-    return {"act_bits": act.bits, "act_method": quantizer.method, "fsr": quantizer.fsr, "step": quantizer.step,
+    return {"op": "Relu" if act.clip_max is None else "Clip", "act_bits": act.bits, "act_method": quantizer.method,
+            "fsr": quantizer.fsr, "step": quantizer.step,
             "act_levels": [float(v) for v in quantizer.values], "clip_max": act.clip_max, "act_tensor": act.output}
 
 

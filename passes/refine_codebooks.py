@@ -15,6 +15,15 @@ with signed masks) only with ``keep_symmetry=True``: measured, the free solve wi
 default and a refined ``symmetric`` codebook is in general no longer symmetric. The refined values are still snapped to int16 mantissas by
 :mod:`wqcompile.lowering`. When ``--sequential-calibration`` is on, SequentialCalibratePass refines each layer on its
 input in the partially quantized model instead, and this pass skips the layers it has done.
+
+``--refinement-target fp32`` (config ``refinement_target="fp32"``) poses the better target ``min_c Σ ||W x_fp − Ŵ(c) x_q||²``
+(GPTQ/AdaRound style): ``x_fp`` is the layer's input in the FP32 model, ``x_q`` its input in the partially quantized
+simulation (earlier layers' dequantized weights and fake-quantized activations, :func:`simulation_model`), so the
+refit also compensates the error arriving from earlier layers. Then ``G = Σ_o B_o^T B_o`` with ``B_o = X_q·onehot(idx_o)``
+and ``r = Σ_o onehot(idx_o)^T (S_qf w_o)``, ``S_qf = Σ x_q x_fp^T``: both inputs are streamed from the same calibration
+batches through two onnxruntime sessions (same im2col positions), keeping ``S_qq``, ``S_qf`` (and ``S_ff``, for the
+error) per group. Standalone, the layers are visited in topological order, one calibration pass each, every earlier
+layer already refined; inside ``--sequential-calibration`` the sequential simulation is used as ``x_q``.
 """
 
 from __future__ import annotations
@@ -54,13 +63,18 @@ class InputMoments:
         self.count = 0
         self.rng = np.random.default_rng(seed)
 
-    def update(self, x: np.ndarray) -> None:
+    def rows_of(self, x: np.ndarray) -> np.ndarray:
+        """The input rows ``[G, n, Kg]`` of one batch (conv: im2col of random positions, drawn from ``self.rng``)."""
         x = np.asarray(x, dtype=np.float64)
         if self.layer.kind == "conv":
-            rows = self._patches(x)                                  # [G, n, Kg]
-        else:
-            x = x.T if self.layer.transpose_input else x.reshape(-1, x.shape[-1])
-            rows = x[None]
+            return self._patches(x)                                  # [G, n, Kg]
+        x = x.T if self.layer.transpose_input else x.reshape(-1, x.shape[-1])
+        return x[None]
+
+    def update(self, x: np.ndarray) -> None:
+        self.add(self.rows_of(x))
+
+    def add(self, rows: np.ndarray) -> None:
         self.s += np.matmul(rows.transpose(0, 2, 1), rows)
         self.count += rows.shape[1]
         if self.rows is not None:
@@ -94,6 +108,29 @@ class InputMoments:
         return np.sqrt(lam)[:, :, None] * u.transpose(0, 2, 1)
 
 
+class JointMoments:
+    """Streaming ``S_qq``, ``S_qf = Σ x_q x_fp^T`` and ``S_ff`` of one layer's quantized / FP32 input rows.
+
+    Both :class:`InputMoments` share the seed, so a conv's im2col positions are the same rows in both inputs.
+    """
+
+    def __init__(self, node: gs.Node, layer, seed: int, *, keep_fp: bool = False) -> None:
+        self.q = InputMoments(node, layer, seed)
+        self.fp = InputMoments(node, layer, seed)
+        self.keep_fp = keep_fp          # S_ff is only needed for target_error (tests, diagnostics), not the solve
+        self.cross = np.zeros_like(self.q.s)
+
+    def update(self, x_q: np.ndarray, x_fp: np.ndarray) -> None:
+        rq, rf = self.q.rows_of(x_q), self.fp.rows_of(x_fp)
+        self.q.add(rq)
+        self.cross += np.matmul(rq.transpose(0, 2, 1), rf)
+        if self.keep_fp:
+            self.fp.add(rf)
+
+    def factor(self) -> np.ndarray:
+        return self.q.factor()
+
+
 def symmetry_map(levels: int) -> np.ndarray:
     """``T`` with ``c = T·m``: ``c_{L−1−k} = −c_k``, and the middle value of an odd ``L`` fixed at 0."""
     upper = np.arange((levels + 1) // 2, levels)
@@ -117,8 +154,13 @@ def _solve(g: np.ndarray, r: np.ndarray, c0: np.ndarray, t: np.ndarray | None) -
     return t @ p if t is not None else p
 
 
-def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = KEEP_SYMMETRY) -> FittedWeights:
-    """Least-squares codebook values for the fixed assignment of ``fitted``, on inputs with factor ``f`` [G, r, Kg]."""
+def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = KEEP_SYMMETRY,
+                 cross: np.ndarray | None = None) -> FittedWeights:
+    """Least-squares codebook values for the fixed assignment of ``fitted``, on inputs with factor ``f`` [G, r, Kg].
+
+    With ``cross`` (``S_qf = Σ x_q x_fp^T`` [G, Kg, Kg]; ``f`` then factors ``S_qq``) the target is ``W x_fp`` instead
+    of ``W x_q``.
+    """
     m, k = fitted.matrix.shape
     groups = f.shape[0]
     per_row = len(fitted.codebooks) > 1
@@ -130,15 +172,21 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
     onehot[np.arange(m)[:, None], np.arange(k)[None, :], idx] = 1.0
     e = onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3).reshape(groups, k, og * levels)
     b = np.matmul(f, e).reshape(groups, f.shape[1], og, levels)                    # [G, r, Og, L]
-    y = np.matmul(f, fitted.matrix.reshape(groups, og, k).transpose(0, 2, 1))     # [G, r, Og]
+    wt = fitted.matrix.reshape(groups, og, k).transpose(0, 2, 1)                   # [G, Kg, Og]
+    if cross is not None:
+        v = np.matmul(cross, wt)                                                   # [G, Kg, Og]: S_qf w_o
+        r_go = np.einsum("gkol,gko->gol", onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3), v)
+    else:
+        y = np.matmul(f, wt)                                                       # [G, r, Og]
+        r_go = np.einsum("grol,gro->gol", b, y)
     if not per_row:
         g = np.einsum("grok,grol->kl", b, b)
-        r = np.einsum("grok,gro->k", b, y)
+        r = r_go.sum(axis=(0, 1))
         cb = fitted.codebooks[0]
         t = symmetry_map(levels) if keep_symmetry and is_symmetric(cb) else None
         return FittedWeights([_replace(cb, _solve(g, r, np.asarray(cb.values), t))], fitted.bits, fitted.matrix)
     g = np.einsum("grok,grol->gokl", b, b).reshape(m, levels, levels)
-    r = np.einsum("grok,gro->gok", b, y).reshape(m, levels)
+    r = r_go.reshape(m, levels)
     out = []
     for o, cb in enumerate(fitted.codebooks):
         t = symmetry_map(levels) if keep_symmetry and is_symmetric(cb) else None
@@ -161,6 +209,44 @@ def output_error(fitted: FittedWeights, f: np.ndarray) -> float:
     return float((np.matmul(f, d.transpose(0, 2, 1)) ** 2).sum())
 
 
+def target_error(fitted: FittedWeights, jm: JointMoments) -> float:
+    """``Σ ||W x_fp − Ŵ x_q||²`` from the joint moments (the objective of the ``fp32`` refinement target)."""
+    from wqcompile.passes.correct_bias import dequantized_weights
+
+    if not jm.keep_fp:
+        raise ValueError("target_error needs S_ff: collect the moments with keep_fp=True")
+    m, k = fitted.matrix.shape
+    groups = jm.cross.shape[0]
+    w = fitted.matrix.reshape(groups, m // groups, k)
+    wh = dequantized_weights(fitted).reshape(groups, m // groups, k)
+    tr = lambda a, s, b: float(np.einsum("gok,gkl,gol->", a, s, b))    # noqa: E731  Σ_o a_o^T S b_o
+    return tr(w, jm.fp.s, w) - 2.0 * tr(wh, jm.cross, w) + tr(wh, jm.q.s, wh)
+
+
+def collect_joint_moments(sim_model, fp_session, graph: gs.Graph, ctx, layers: list[str],
+                          calibration, *, keep_fp: bool = False) -> dict[str, JointMoments]:
+    """Stream the calibration data through the simulation ``sim_model`` and ``fp_session`` (an FP32 session that
+    outputs every weight layer's input) together, accumulating the joint moments of ``layers``."""
+    nodes = {n.name: n for n in graph.nodes}
+    index = {name: i for i, name in enumerate(ctx.weight_layers)}
+    moments = {name: JointMoments(nodes[name], linear_layer(nodes[name]), ctx.config.seed + index[name],
+                                  keep_fp=keep_fp) for name in layers}
+    names = list(dict.fromkeys(ctx.weight_layers[n].input for n in layers))
+    session = augmented_session(sim_model, names)
+    for batch in open_calibration(calibration, sim_model, max_samples=ctx.config.max_calib_samples):
+        q = dict(zip(names, session.run(names, batch)))
+        fp = dict(zip(names, fp_session.run(names, batch)))
+        for name in layers:
+            inp = ctx.weight_layers[name].input
+            moments[name].update(q[inp], fp[inp])
+    return moments
+
+
+def fp32_session(model, ctx):
+    """An FP32 session of ``model`` that also outputs every weight layer's input."""
+    return augmented_session(model, list(dict.fromkeys(wl.input for wl in ctx.weight_layers.values())))
+
+
 def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration) -> dict[str, InputMoments]:
     """Stream the calibration data through ``model`` once and accumulate the inputs of ``layers``."""
     nodes = {n.name: n for n in graph.nodes}
@@ -174,6 +260,18 @@ def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration)
         for name in layers:
             moments[name].update(values[ctx.weight_layers[name].input])
     return moments
+
+
+def rereadable(source) -> bool:
+    """Whether the calibration source can be streamed again (the refinement reads it once more, or once per layer)."""
+    import os
+    from collections.abc import Iterable, Iterator, Mapping
+
+    if isinstance(source, (str, os.PathLike, Mapping)):
+        return True
+    if hasattr(source, "get_next"):
+        return callable(getattr(source, "rewind", None))
+    return isinstance(source, Iterable) and not isinstance(source, Iterator)
 
 
 def refinable(node: gs.Node) -> str | None:
@@ -198,6 +296,10 @@ class RefineCodebooksPass(Pass):
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         if not ctx.config.codebook_refinement:
             return PassResult(graph, False)
+        if not rereadable(ctx.calibration):
+            logger.warning("codebook refinement skipped: the calibration source can be read only once (pass a file, a "
+                           "dict, a list of batches or a reader with rewind() to refine)")
+            return PassResult(graph, False)
         nodes = {n.name: n for n in graph.nodes}
         todo = []
         for name in ctx.weight_layers:
@@ -210,9 +312,33 @@ class RefineCodebooksPass(Pass):
             todo.append(name)
         if not todo:
             return PassResult(graph, False)
+        if ctx.config.refinement_target == "fp32":
+            self._refine_to_fp32(graph, ctx, todo)
+            return PassResult(graph, False)
         moments = collect_moments(export_model(graph, ctx), graph, ctx, todo, ctx.calibration)
         for name in tqdm(todo, desc="refine codebooks", unit="layer", disable=not ctx.config.progress,
                          file=sys.stderr, leave=False):
             ctx.weights[name] = refine_layer(ctx.weights[name], moments[name].factor(), keep_symmetry=self.keep_symmetry)
             ctx.refined_layers.add(name)
         return PassResult(graph, False)
+
+    def _refine_to_fp32(self, graph: gs.Graph, ctx, todo: list[str]) -> None:
+        """Topological order; each layer's ``x_q`` from the simulation with every earlier weight layer dequantized
+        (already refined) and every activation quantizer fake-quantized (later ones cannot reach this input)."""
+        from wqcompile.passes.sequential_calibrate import simulation_model
+
+        base = export_model(graph, ctx)
+        fp = fp32_session(base, ctx)
+        acts = {a.output for a in ctx.act_layers.values() if a.output in ctx.activations}
+        # a weight that is not an initializer cannot be swapped for its dequantized value: it stays FP32 in x_q
+        inits = {t.name for t in base.graph.initializer}
+        simulable = [d for d in ctx.weights if ctx.weight_layers[d].weight in inits]
+        todo_set = set(todo)
+        ordered = [n.name for n in graph.nodes if n.name in todo_set]
+        for name in tqdm(ordered, desc="refine codebooks (fp32 target)", unit="layer",
+                         disable=not ctx.config.progress, file=sys.stderr, leave=False):
+            sim = simulation_model(base, ctx, [d for d in simulable if d != name], acts)
+            jm = collect_joint_moments(sim, fp, graph, ctx, [name], ctx.calibration)[name]
+            ctx.weights[name] = refine_layer(ctx.weights[name], jm.factor(), keep_symmetry=self.keep_symmetry,
+                                             cross=jm.cross)
+            ctx.refined_layers.add(name)

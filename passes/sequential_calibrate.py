@@ -7,7 +7,8 @@ dequantized codebook (``values[indices]``, before the int16 snapping of the lowe
 fake quantizer (threshold comparisons by binary search, then a table lookup, in standard ONNX ops run by
 onnxruntime). The layer's own weights count as visited, so its activation is fit on what its quantized weights produce.
 With ``--codebook-refinement`` too, each weight layer's codebook is refit (RefineCodebooksPass's least squares) on its
-input in the same simulation, before the layer is marked visited.
+input in the same simulation, before the layer is marked visited (with ``refinement_target="fp32"``: towards the
+FP32 model's ``W x_fp``, RefineCodebooksPass's docstring).
 
 Cost: one pass over the calibration data per quantized layer (weight or activation), each through a fresh
 onnxruntime session of the simulation. Memory: one calibration batch through the simulation, plus one histogram (or,
@@ -33,7 +34,8 @@ from wqcompile.graph import export_model
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.passes.correct_bias import dequantized_weights
-from wqcompile.passes.refine_codebooks import collect_moments, refinable, refine_layer
+from wqcompile.passes.refine_codebooks import (collect_joint_moments, collect_moments, fp32_session, refinable,
+                                               refine_layer)
 from wqcompile.quant import ACT_QUANTIZERS, LogHistogram
 
 logger = logging.getLogger(__name__)
@@ -136,14 +138,20 @@ class SequentialCalibratePass(Pass):
         acts = {a.node: a for a in ctx.act_layers.values()}
         weights_done: set[str] = set()
         acts_done: set[str] = set()
+        fp = (fp32_session(base, ctx) if cfg.codebook_refinement and cfg.refinement_target == "fp32" and ctx.weights
+              else None)
         steps = [n for n in graph.nodes if n.name in acts or n.name in ctx.weights]
         for node in tqdm(steps, desc="sequential calibration", unit="layer", disable=not cfg.progress,
                          file=sys.stderr, leave=False):
             if node.name in ctx.weights:
                 if cfg.codebook_refinement and refinable(node) is None and node.name not in ctx.refined_layers:
                     model = simulation_model(base, ctx, weights_done, acts_done)
-                    moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
-                    ctx.weights[node.name] = refine_layer(ctx.weights[node.name], moments.factor())
+                    if fp is not None:
+                        jm = collect_joint_moments(model, fp, graph, ctx, [node.name], ctx.calibration)[node.name]
+                        ctx.weights[node.name] = refine_layer(ctx.weights[node.name], jm.factor(), cross=jm.cross)
+                    else:
+                        moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
+                        ctx.weights[node.name] = refine_layer(ctx.weights[node.name], moments.factor())
                     ctx.refined_layers.add(node.name)
                 weights_done.add(node.name)
             else:

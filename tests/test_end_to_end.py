@@ -60,7 +60,7 @@ def test_ccexam_mnist_4_4_accuracy_within_half_a_point(mnist):
     base = accuracy(lambda b: fp32.run(None, {"input": b})[0], x, y)
     sess = ReferenceSession(result.model)
     got = accuracy(lambda b: sess.run(None, {"input": b})[0], x, y)
-    assert got >= base - 0.005, (base, got)   # the target on the 4,500 held-out images (measured -0.16)
+    assert got >= base - 0.005, (base, got)   # the target on the 4,500 held-out images (measured -0.11)
 
 
 def test_fashion_demo_model_compiles_smaller_and_keeps_accuracy(tmp_path):
@@ -85,5 +85,5 @@ def test_fashion_demo_model_compiles_smaller_and_keeps_accuracy(tmp_path):
     base = accuracy(lambda b: fp32.run(None, {"input": b})[0], x, y)
     sess = ReferenceSession(str(out))
     got = accuracy(lambda b: sess.run(None, {"input": b})[0], x, y)
-    # measured -1.08 points on the full 10k test set; 2,000 images add ~0.6 points of binomial noise
+    # measured -0.96 points on the full 10k test set; 2,000 images add ~0.6 points of binomial noise
     assert got >= base - 0.02, (base, got)

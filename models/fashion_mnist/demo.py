@@ -42,13 +42,17 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     fp32 = accuracy(make_runner(MODEL, "ort"), x, y)
     mid = time.perf_counter()
-    quant = accuracy(make_runner(compiled, "reference"), x, y)
+    from wqcompile import runtime
+
+    engine = "wqcompile" if runtime.is_available() else "reference"
+    quant = accuracy(make_runner(compiled, engine), x, y)
     end = time.perf_counter()
     fp32_size, q_size = MODEL.stat().st_size, compiled.stat().st_size
     print()
     print(f"Fashion-MNIST official test set ({len(y)} images)")
     print(f"  FP32 (onnxruntime)                     top-1 {fp32:.2%}   ({mid - start:.1f} s)")
-    print(f"  wqcompile ({args.wbits},{args.abits}) (numpy reference)   top-1 {quant:.2%}   ({end - mid:.1f} s)"
+    where = "onnxruntime + libwq_ops" if engine == "wqcompile" else "numpy reference"
+    print(f"  wqcompile ({args.wbits},{args.abits}) ({where})   top-1 {quant:.2%}   ({end - mid:.1f} s)"
           f"   change {100 * (quant - fp32):+.2f} points")
     print(f"  file size: {fp32_size:,} B -> {q_size:,} B ({fp32_size / q_size:.2f}x smaller)")
     print(f"  report: {report / 'report.md'}, {report / 'report.json'}, {report / 'weight_histogram.png'}")

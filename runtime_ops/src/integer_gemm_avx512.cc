@@ -32,7 +32,7 @@ inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask
 
 // Named accumulators (not an array): GCC keeps all 24 in zmm registers only this way. Rows r ≥ R and vectors
 // v ≥ NV are compiled out.
-inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e);
+__attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e);
 
 template <int R, int NV, bool Edge = false>
 void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int ncols,
@@ -241,11 +241,35 @@ inline __m512i count_levels(__m512i v, const ThresholdTable* t) {
   return _mm512_add_epi32(_mm512_slli_epi32(blk, 4), pos);
 }
 
-inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
+// More than 15 thresholds: the O(1) bucket index (ThresholdTable::bucket). The bucket is the truncated float32
+// exponent and top 5 mantissa bits (a round-toward-zero conversion, = threshold_bucket), then two 8-lane qword
+// gathers of (t0, lo) and one compare. A vector with a lane in a bucket holding > 1 threshold takes the two-level
+// binary search instead (never for WQ log-spaced thresholds).
+// the rare fallback stays out of line, so the edges that inline count_levels_bucketed stay small
+__attribute__((noinline)) __m512i count_levels_slow(__m512i v, const ThresholdTable* t) { return count_levels(v, t); }
+
+__attribute__((always_inline)) inline __m512i count_levels_bucketed(__m512i v, const ThresholdTable* t) {
+  const __m512i bits = _mm512_castps_si512(_mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+  const __m512i key = _mm512_max_epi32(_mm512_sub_epi32(_mm512_srai_epi32(bits, 18), _mm512_set1_epi32(4063)),
+                                       _mm512_setzero_si512());
+  const long long* base = reinterpret_cast<const long long*>(t->bucket);
+  const __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(key), base, 8);
+  const __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(key, 1), base, 8);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i t0 = _mm512_permutex2var_epi32(g0, even, g1);
+  const __m512i lo = _mm512_permutex2var_epi32(g0, _mm512_add_epi32(even, _mm512_set1_epi32(1)), g1);
+  if (__builtin_expect(_mm512_test_epi32_mask(lo, _mm512_set1_epi32(kBucketSlow)) != 0, 0)) return count_levels_slow(v, t);
+  return _mm512_mask_add_epi32(lo, _mm512_cmple_epi32_mask(t0, v), lo, _mm512_set1_epi32(1));
+}
+
+// The tile edge calls it out of line: inlined 24 times per tile it bloats the ≤ 15-threshold (search16) tiles.
+__attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTable* t) { return count_levels_bucketed(v, t); }
+
+__attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
   const __m512i x = _mm512_add_epi32(acc, _mm512_set1_epi32(e.bias[r]));
   if (e.tables != nullptr) {
     const ThresholdTable* t = e.tables[r];
-    const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels(x, t);
+    const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
     _mm_mask_storeu_epi8(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, _mm512_cvtepi32_epi8(lv));
   } else {
     const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -405,7 +429,7 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels(v, t)));
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_bucketed(v, t)));
   }
 }
 

@@ -70,8 +70,16 @@ inline int count_le_i32(const int32_t* t, int count, int32_t v) {
   return lo;
 }
 
+// #{j : t[j] ≤ v} in O(1) through the bucket index (a search only in a bucket holding more than 2 thresholds)
+inline int count_le_bucketed(const wq::ThresholdTable* t, int32_t v) {
+  const uint64_t e = t->bucket[wq::threshold_bucket(v)];
+  const int32_t head = static_cast<int32_t>(e >> 32), t0 = static_cast<int32_t>(static_cast<uint32_t>(e));
+  if (head & wq::kBucketSlow) return count_le_i32(t->padded, t->count, v);
+  return head + (t0 <= v);
+}
+
 inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const wq::ThresholdTable* t) {
-  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_i32(t->padded, t->count, acc[i] + bias));
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_bucketed(t, acc[i] + bias));
 }
 
 inline int count_le_f32(const float* t, int count, float v) {

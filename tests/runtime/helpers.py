@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from wqcompile import runtime
 from wqcompile.runtime_ops import DOMAIN
+from tests.ops.oracles import bits_equal
 
 ISAS = ("baseline", "avx2", "avx512")
 _ELEM = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.uint8): onnx.TensorProto.UINT8}
@@ -81,10 +82,4 @@ def run_ort(model: onnx.ModelProto, feeds: dict, isa: str | None = None, threads
     return sess.run(None, feeds)[0]
 
 
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype == np.float32:
-        return np.array_equal(a.view(np.uint32), b.view(np.uint32))
-    return np.array_equal(a, b)
+same_bits = bits_equal   # one definition of "bit-identical", shared with the op tests

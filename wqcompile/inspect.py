@@ -17,7 +17,9 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
     model = load_model(path)
     meta = {p.key: p.value for p in model.metadata_props}
     inits = {i.name: i for i in model.graph.initializer}
-    levels = {o for n in model.graph.node if n.domain == DOMAIN and n.op_type in ("QRelu",) for o in n.output}
+    # every uint8 level tensor an op of ours produces: QRelu outputs and fused QConv/QGemm outputs
+    levels = {n.output[0] for n in model.graph.node if n.domain == DOMAIN and n.op_type in ("QRelu", "QConv", "QGemm")
+              and (n.op_type == "QRelu" or (len(n.input) > 5 and n.input[5]))}
     layers, other = [], Counter()
     for node in model.graph.node:
         if node.domain != DOMAIN:

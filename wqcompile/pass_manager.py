@@ -10,7 +10,7 @@ Example::
     from wqcompile.passes import default_pipeline
     from wqcompile.pass_manager import PassManager
     pm = PassManager(default_pipeline())
-    result = pm.run(graph, ctx)            # or pm.run_until("FitWeightsPass", graph, ctx) to inspect ctx.weights
+    result = pm.run(graph, ctx)            # or pm.run(graph, ctx, until="FitWeightsPass") to inspect ctx.weights
 """
 
 from __future__ import annotations

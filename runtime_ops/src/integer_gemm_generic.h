@@ -58,8 +58,9 @@ inline void edge_float_generic(const int32_t* acc, float* y, size_t n, int32_t b
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i] + bias) * scale;
 }
 
-// Branch-free upper bound over the padded table: the number of entries ≤ v.
-inline int count_le_i32(const int32_t* t, int count, int32_t v) {
+// Branch-free upper bound over the padded table: the number of entries ≤ v (int32 and float32 thresholds).
+template <typename T>
+inline int count_le(const T* t, int count, T v) {
   int lo = 0, len = count;
   while (len > 0) {
     int half = len / 2;
@@ -69,6 +70,8 @@ inline int count_le_i32(const int32_t* t, int count, int32_t v) {
   }
   return lo;
 }
+
+inline int count_le_i32(const int32_t* t, int count, int32_t v) { return count_le(t, count, v); }
 
 // #{j : t[j] ≤ v} in O(1) through the bucket index (a search only in a bucket holding more than 2 thresholds)
 inline int count_le_bucketed(const wq::ThresholdTable* t, int32_t v) {
@@ -84,14 +87,7 @@ inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_
 
 inline int count_le_f32(const float* t, int count, float v) {
   if (!(v == v)) return 0;   // NaN compares false with every threshold
-  int lo = 0, len = count;
-  while (len > 0) {
-    int half = len / 2;
-    bool le = t[lo + half] <= v;
-    lo = le ? lo + half + 1 : lo;
-    len = le ? len - half - 1 : half;
-  }
-  return lo;
+  return count_le(t, count, v);
 }
 
 inline void qrelu_generic(const float* x, uint8_t* y, size_t n, const wq::FloatThresholds* t) {

@@ -43,6 +43,7 @@ from wqcompile.layers import linear_layer
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.quant import WeightCodebook
+from wqcompile.quant.gptq import damped, gptq_assign
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,43 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
     return FittedWeights(out, fitted.bits, fitted.matrix)
 
 
+def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = None) -> FittedWeights:
+    """New indices for the codebook values of ``fitted`` by GPTQ (:func:`wqcompile.quant.gptq.gptq_assign`).
+
+    ``s`` is the input second moment ``S_qq`` per group ``[G, Kg, Kg]``. With ``cross`` (``S_qf``) the target rows are
+    ``w* = w + (S_qq + λI)⁻¹ (S_qf − S_qq) w``: the least-squares weights for the quantized input ``x_q`` that
+    reproduce ``W x_fp``, regularised towards ``w`` (so rank-deficient moments, e.g. few calibration rows of a wide
+    Gemm, leave the unseen directions at ``w``); then ``||W x_fp − Ŵ x_q||² = const + Σ_o (ŵ_o − w*_o)ᵀ S_qq (ŵ_o − w*_o)``.
+    """
+    m, k = fitted.matrix.shape
+    groups = s.shape[0]
+    og = m // groups
+    w = fitted.matrix.reshape(groups, og, k).astype(np.float64)
+    if cross is not None:
+        correction = np.matmul(cross - s, w.transpose(0, 2, 1))                    # [G, Kg, Og]
+        w = w + np.linalg.solve(damped(s), correction).transpose(0, 2, 1)
+    values = np.stack([np.asarray(cb.values, dtype=np.float64) for cb in fitted.codebooks])
+    values = np.broadcast_to(values, (m, values.shape[1])) if len(fitted.codebooks) == 1 else values
+    idx = gptq_assign(w, s, np.ascontiguousarray(values).reshape(groups, og, -1)).reshape(m, k)
+    codebooks = []
+    for cb_i, cb in enumerate(fitted.codebooks):
+        rows = idx if len(fitted.codebooks) == 1 else idx[cb_i]
+        new = rows.reshape(np.shape(cb.indices)).astype(cb.indices.dtype)
+        info = dict(cb.info, gptq=True)
+        codebooks.append(WeightCodebook(values=cb.values, indices=new, method=cb.method, info=info))
+    return FittedWeights(codebooks, fitted.bits, fitted.matrix)
+
+
+def refit_layer(fitted: FittedWeights, moments, *, gptq: bool, keep_symmetry: bool = KEEP_SYMMETRY) -> FittedWeights:
+    """The refinement of one layer from its moments (:class:`InputMoments` or :class:`JointMoments`): with ``gptq``
+    first a new error-compensated assignment, then least-squares codebook values for the assignment."""
+    cross = moments.cross if isinstance(moments, JointMoments) else None
+    if gptq:
+        s = moments.q.s if isinstance(moments, JointMoments) else moments.s
+        fitted = gptq_layer(fitted, s, cross)
+    return refine_layer(fitted, moments.factor(), keep_symmetry=keep_symmetry, cross=cross)
+
+
 def _replace(cb: WeightCodebook, values: np.ndarray) -> WeightCodebook:
     # the assignment rule (edges) is the fitter's; refined values need not be sorted any more
     info = dict(cb.info, refined=True, unrefined_values=[float(v) for v in cb.values])
@@ -318,7 +356,8 @@ class RefineCodebooksPass(Pass):
         moments = collect_moments(export_model(graph, ctx), graph, ctx, todo, ctx.calibration)
         for name in tqdm(todo, desc="refine codebooks", unit="layer", disable=not ctx.config.progress,
                          file=sys.stderr, leave=False):
-            ctx.weights[name] = refine_layer(ctx.weights[name], moments[name].factor(), keep_symmetry=self.keep_symmetry)
+            ctx.weights[name] = refit_layer(ctx.weights[name], moments[name], gptq=ctx.config.gptq,
+                                            keep_symmetry=self.keep_symmetry)
             ctx.refined_layers.add(name)
         return PassResult(graph, False)
 
@@ -339,6 +378,6 @@ class RefineCodebooksPass(Pass):
                          disable=not ctx.config.progress, file=sys.stderr, leave=False):
             sim = simulation_model(base, ctx, [d for d in simulable if d != name], acts)
             jm = collect_joint_moments(sim, fp, graph, ctx, [name], ctx.calibration)[name]
-            ctx.weights[name] = refine_layer(ctx.weights[name], jm.factor(), keep_symmetry=self.keep_symmetry,
-                                             cross=jm.cross)
+            ctx.weights[name] = refit_layer(ctx.weights[name], jm, gptq=ctx.config.gptq,
+                                            keep_symmetry=self.keep_symmetry)
             ctx.refined_layers.add(name)

@@ -35,7 +35,7 @@ from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.passes.correct_bias import dequantized_weights
 from wqcompile.passes.refine_codebooks import (collect_joint_moments, collect_moments, fp32_session, refinable,
-                                               refine_layer)
+                                               refit_layer)
 from wqcompile.quant import ACT_QUANTIZERS, LogHistogram
 
 logger = logging.getLogger(__name__)
@@ -147,11 +147,10 @@ class SequentialCalibratePass(Pass):
                 if cfg.codebook_refinement and refinable(node) is None and node.name not in ctx.refined_layers:
                     model = simulation_model(base, ctx, weights_done, acts_done)
                     if fp is not None:
-                        jm = collect_joint_moments(model, fp, graph, ctx, [node.name], ctx.calibration)[node.name]
-                        ctx.weights[node.name] = refine_layer(ctx.weights[node.name], jm.factor(), cross=jm.cross)
+                        moments = collect_joint_moments(model, fp, graph, ctx, [node.name], ctx.calibration)[node.name]
                     else:
                         moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
-                        ctx.weights[node.name] = refine_layer(ctx.weights[node.name], moments.factor())
+                    ctx.weights[node.name] = refit_layer(ctx.weights[node.name], moments, gptq=cfg.gptq)
                     ctx.refined_layers.add(node.name)
                 weights_done.add(node.name)
             else:

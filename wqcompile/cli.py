@@ -66,6 +66,8 @@ def main(verbose: int) -> None:
                    "with Ŵ x_q on the partially quantized model's input (compensates earlier layers' error).")
 @click.option("--sequential-calibration/--no-sequential-calibration", default=QuantConfig.sequential_calibration,
               show_default=True, help="Fit each layer on the outputs of the already-quantized layers before it.")
+@click.option("--gptq/--no-gptq", default=QuantConfig.gptq, show_default=True,
+              help="With refinement: reassign weights to codebook entries by GPTQ's error feedback before the refit.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, or regex over names. Repeatable.")
 @click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N", help="Per-layer bits (later wins). Repeatable.")
 @click.option("--max-calib-samples", type=int, default=None, help="Use at most this many calibration samples.")
@@ -77,7 +79,7 @@ def main(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quantizer, weight_mode, weight_search,
-                act_search, weight_granularity, bias_correction, codebook_refinement, refinement_target, sequential_calibration, exclude, override, max_calib_samples, verify_samples, seed,
+                act_search, weight_granularity, bias_correction, codebook_refinement, refinement_target, sequential_calibration, gptq, exclude, override, max_calib_samples, verify_samples, seed,
                 report_dir, plot_layer, dump_dir, progress, debug):
     """Compile MODEL with calibration data into a quantized model."""
     from wqcompile.api import compile_file
@@ -89,7 +91,7 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
             weight_mode=weight_mode, weight_search=weight_search, act_search=act_search,
             weight_granularity=weight_granularity, bias_correction=bias_correction,
             codebook_refinement=codebook_refinement, refinement_target=refinement_target,
-            sequential_calibration=sequential_calibration, exclude=tuple(exclude),
+            sequential_calibration=sequential_calibration, gptq=gptq, exclude=tuple(exclude),
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,
             verify_samples=verify_samples, seed=seed, progress=progress)
 

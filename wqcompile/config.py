@@ -15,7 +15,7 @@ from wqcompile.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 1, 8
 WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
-ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse")
+ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd")
 REFINEMENT_TARGETS = ("same-input", "fp32")
 
 
@@ -90,6 +90,7 @@ class QuantConfig:
     refinement_target: str = "fp32"       # "fp32": min ||W x_fp − Ŵ x_q||² (x_q: partially quantized model's input);
                                           # "same-input": min ||W x − Ŵ x||² (the earlier refinement)
     sequential_calibration: bool = False  # fit on the partially quantized model (SequentialCalibratePass)
+    gptq: bool = False                    # with refinement: error-compensated (GPTQ) assignment before the value refit
     exclude: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     max_calib_samples: int | None = None

@@ -147,3 +147,33 @@ def test_refinement_is_skipped_for_a_calibration_source_that_can_be_read_once():
     result, _ = compile_and_compare(tiny_cnn(), (b for b in [calib]), {k: v[:8] for k, v in calib.items()},
                                    weight_bits=4, act_bits=4)
     assert not result.context.refined_layers
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+def test_gptq_then_refit_lowers_the_fp32_target_error_below_the_refit_alone(granularity):
+    from wqcompile.passes.refine_codebooks import collect_joint_moments, fp32_session, refit_layer, target_error
+    from wqcompile.passes.sequential_calibrate import simulation_model
+
+    model, calib = tiny_cnn(), calib_data()
+    ctx = CompileContext(config=QuantConfig(progress=False, weight_bits=3, weight_granularity=granularity),
+                         calibration=calib, source_model=model)
+    graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
+    base = export_model(graph, ctx)
+    fp = fp32_session(base, ctx)
+    acts = {a.output for a in ctx.act_layers.values()}
+    total = {False: 0.0, True: 0.0}
+    for name in [n.name for n in graph.nodes if n.name in ctx.weights]:
+        sim = simulation_model(base, ctx, [d for d in ctx.weights if d != name], acts)
+        jm = collect_joint_moments(sim, fp, graph, ctx, [name], calib, keep_fp=True)[name]
+        for gptq in (False, True):
+            refit = refit_layer(ctx.weights[name], jm, gptq=gptq)
+            total[gptq] += target_error(refit, jm)
+            assert all(cb.info.get("gptq", False) == gptq for cb in refit.codebooks)
+    assert total[True] < total[False], total
+
+
+def test_pipeline_with_gptq_passes_the_checker():
+    result, (sqnr,) = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, gptq=True)
+    check_graph(result.model)
+    assert all(cb.info.get("gptq") for f in result.context.weights.values() for cb in f.codebooks)
+    assert sqnr > 5, sqnr

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from wqcompile.quant import fit_logquant_mse
+from wqcompile.quant import fit_lloyd_act, fit_logquant_mse
 from wqcompile.quant import (
     ACT_QUANTIZERS,
     WEIGHT_QUANTIZERS,
@@ -51,7 +51,7 @@ def test_registries_are_explicit_tables():
         "kmeans": fit_kmeans_weights,
     }
     assert ACT_QUANTIZERS == {"wq": fit_wq_logquant, "linear": fit_linear_act, "miyashita": fit_miyashita_logquant,
-                              "logmse": fit_logquant_mse}
+                              "logmse": fit_logquant_mse, "lloyd": fit_lloyd_act}
 
 
 @pytest.mark.parametrize("key", ["linear", "log", "kmeans"])
@@ -60,7 +60,7 @@ def test_weight_baselines_ignore_unknown_options(gauss, key):
     assert cb.method == key and cb.levels == 8
 
 
-@pytest.mark.parametrize("key", ["linear", "miyashita"])
+@pytest.mark.parametrize("key", ["linear", "miyashita", "lloyd"])
 def test_act_baselines_ignore_unknown_options(key):
     h = LogHistogram()
     h.update(np.abs(np.random.default_rng(22).standard_normal(1000)))

@@ -13,6 +13,7 @@ from .linear_act import fit_linear_act
 from .linear_weights import fit_linear_weights
 from .log_histogram import LogHistogram
 from .log_weights import fit_log_weights
+from .lloyd_act import fit_lloyd_act
 from .logquant_mse import fit_logquant_mse
 from .metrics import sqnr_db
 from .miyashita_logquant import fit_miyashita_logquant
@@ -31,6 +32,7 @@ ACT_QUANTIZERS = {
     "linear": fit_linear_act,
     "miyashita": fit_miyashita_logquant,
     "logmse": fit_logquant_mse,
+    "lloyd": fit_lloyd_act,
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "fit_kmeans_weights",
     "fit_linear_act",
     "fit_linear_weights",
+    "fit_lloyd_act",
     "fit_log_weights",
     "fit_logquant_mse",
     "fit_miyashita_logquant",

@@ -10,7 +10,7 @@ import onnx_graphsurgeon as gs
 from wqcompile.context import ActLayer, WeightLayer
 from wqcompile.errors import QuantizationError
 from wqcompile.graph import constant_value
-from wqcompile.layers import WEIGHT_OPS, Skip, linear_layer, relu_like
+from wqcompile.layers import WEIGHT_OPS, Skip, linear_layer, node_kinds, relu_like
 from wqcompile.pass_manager import Pass, PassResult
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,11 @@ class SelectLayersPass(Pass):
         for node in graph.nodes:
             if node.op in WEIGHT_OPS and node.domain in (None, "", "ai.onnx"):
                 check_finite_parameters(node)          # every weight layer, quantized or not
-                if cfg.is_excluded(node.name, node.op):
+                kinds = node_kinds(node)
+                if cfg.is_excluded(node.name, node.op, kinds):
                     ctx.skipped[node.name] = "excluded by the configuration"
                     continue
-                bits = cfg.weight_bits_for(node.name, node.op)
+                bits = cfg.weight_bits_for(node.name, node.op, kinds)
                 if bits is None:
                     ctx.skipped[node.name] = "weights kept in full precision"
                     continue

@@ -34,8 +34,14 @@ def parse_bits(text: str | int | None, what: str) -> int | None:
     return bits
 
 
-def node_matches(pattern: str, name: str, op_type: str) -> bool:
-    """A pattern matches a node by exact op type, exact name, or a regular expression over the whole name."""
+NODE_KINDS = ("depthwise",)   # "@kind" patterns; the kinds of a node come from wqcompile.layers.node_kinds
+
+
+def node_matches(pattern: str, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> bool:
+    """A pattern matches a node by exact op type, exact name, ``@kind`` (e.g. ``@depthwise``: a grouped Conv with one
+    input channel per group), or a regular expression over the whole name."""
+    if pattern.startswith("@") and pattern[1:] in NODE_KINDS:
+        return pattern[1:] in kinds
     if pattern == op_type or pattern == name:
         return True
     try:
@@ -120,20 +126,20 @@ class QuantConfig:
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
-    def is_excluded(self, name: str, op_type: str) -> bool:
-        return any(node_matches(p, name, op_type) for p in self.exclude)
+    def is_excluded(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> bool:
+        return any(node_matches(p, name, op_type, kinds) for p in self.exclude)
 
-    def weight_bits_for(self, name: str, op_type: str) -> int | None:
+    def weight_bits_for(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> int | None:
         bits: Any = self.weight_bits
         for ov in self.overrides:
-            if ov.weight_bits is not None and node_matches(ov.pattern, name, op_type):
+            if ov.weight_bits is not None and node_matches(ov.pattern, name, op_type, kinds):
                 bits = parse_bits(ov.weight_bits, f"override {ov.pattern!r} wbits")
         return bits
 
-    def act_bits_for(self, name: str, op_type: str) -> int | None:
+    def act_bits_for(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> int | None:
         bits: Any = self.act_bits
         for ov in self.overrides:
-            if ov.act_bits is not None and node_matches(ov.pattern, name, op_type):
+            if ov.act_bits is not None and node_matches(ov.pattern, name, op_type, kinds):
                 bits = parse_bits(ov.act_bits, f"override {ov.pattern!r} abits")
         return bits
 

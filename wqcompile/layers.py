@@ -105,3 +105,14 @@ def linear_layer(node: gs.Node) -> LinearLayer | Skip:
                 return Skip(f"Gemm {node.name!r}: C of shape {list(c.shape)} is not a per-output bias")
         return LinearLayer("gemm", w, bias, tuple(w.shape), transpose_input=bool(trans_a))
     return Skip(f"{node.op} {node.name!r} has no weights we quantize")
+
+
+def node_kinds(node: gs.Node) -> frozenset[str]:
+    """The ``@kind`` selectors a node answers to in ``--exclude`` / ``--override`` patterns (config.NODE_KINDS)."""
+    kinds = set()
+    if node.op == "Conv" and len(node.inputs) > 1:
+        shape = node.inputs[1].shape
+        group = int(node.attrs.get("group", 1))
+        if group > 1 and shape is not None and len(shape) == 4 and shape[1] == 1:
+            kinds.add("depthwise")
+    return frozenset(kinds)

@@ -211,3 +211,14 @@ def test_batchnorm_is_folded_exactly():
     (ref,), (got,) = run_fp32(model, feeds), run_fp32(folded, feeds)
     # folding reassociates (x·W)·s into x·(W·s): float32 rounding only, ~1e-7 relative
     assert sqnr_db(ref, got) > 100
+
+
+@pytest.mark.parametrize("group,depthwise", [(8, True), (2, False), (1, False)])
+def test_depthwise_selector_matches_only_depthwise_convs(group, depthwise):
+    model = conv_model(c_in=8, c_out=8, group=group, pads=[1, 1, 1, 1])
+    calib = {"x": RNG.standard_normal((8, 8, 9, 10)).astype(np.float32)}
+    cfg = QuantConfig(progress=False, weight_bits=4, act_bits=4, weight_quantizer="kmeans",
+                      overrides=(LayerOverride.parse("@depthwise=wbits:8"),), exclude=("@depthwise",) if group == 2 else ())
+    result = compile_model(model, calib, cfg)
+    bits = {a.name: a.i for n in result.model.graph.node for a in n.attribute if a.name == "w_bits"}
+    assert bits == {"w_bits": 8 if depthwise else 4}

@@ -12,7 +12,8 @@ evaluated on foolbox's 20 ImageNet images: top-1, top-5) and ``opennsfw`` (Yahoo
 same calibration crops; fidelity only, no labels).
 
 Methods: weight quantizer (``wq`` weighted entropy, ``linear``, ``log``, ``kmeans``) × activation quantizer (``wq``
-LogQuant, ``linear``, ``miyashita`` LogQuant, ``logmse``: WQ's LogQuant levels with minimum-MSE (fsr, step)) ×
+LogQuant, ``linear``, ``miyashita`` LogQuant, ``logmse``: WQ's LogQuant levels with minimum-MSE (fsr, step),
+``lloyd``: minimum-MSE levels anywhere) ×
 bit configuration (w,a), ``f`` = full precision; plus onnxruntime's ``quantize_static`` INT8 (QDQ, per-channel,
 MinMax, signed int8 weights and activations, same calibration data) as the peer.
 
@@ -21,7 +22,11 @@ at (4,4) and (3,4) plus the five diagonal pairs (wq+wq, linear+linear, log+miyas
 at every bit configuration; on the large models (mobilenet, opennsfw) the diagonal pairs at every bit
 configuration except 8-bit WQ weights (OptSearch at L = 256 costs about L²: 16 s on Fashion-MNIST's 207k weights,
 minutes on these models). With activations at ``f`` the activation quantizer does not matter, so those rows are deduplicated
-by weight quantizer. ``--full`` runs the whole cross product at every configuration on every model (4 × 104 = 416 compiles: the issue's 512 less the
+by weight quantizer. All of these run the paper's pipeline (recipe ``paper``: no data-aware refinement), so the
+quantizers are compared on equal terms. Then the post-training recipes (:data:`RECIPES`, :data:`RECIPE_ROWS`; skip
+them with ``--no-recipes``): WQ + WQ with bias correction, sequential calibration, least-squares codebook refinement
+(the compiler default), GPTQ assignment + refinement, Lloyd activation levels, per-channel codebooks, as rows of
+the same table. ``--full`` runs the whole cross product at every configuration on every model (4 × 104 = 416 compiles: the issue's 512 less the
 duplicates with FP32 activations; well over 30 min).
 
 Metrics per row: top-1 (and top-5 on ImageNet), top-1 agreement with FP32, output SQNR against the FP32 logits (all
@@ -64,11 +69,40 @@ CACHE = ROOT / "build" / "models"
 MODELS = ("mnist", "fashion", "mobilenet", "opennsfw")
 SMALL_MODELS = ("mnist", "fashion")
 WEIGHTS = ("wq", "linear", "log", "kmeans")
-ACTS = ("wq", "linear", "miyashita", "logmse")
+ACTS = ("wq", "linear", "miyashita", "logmse", "lloyd")
 BITS = ("8,8", "4,8", "4,6", "4,4", "3,4", "2,3", "4,f", "2,f")
 CROSS_BITS = ("4,4", "3,4")
 DIAGONAL = ("wq+wq", "linear+linear", "log+miyashita", "kmeans+linear", "wq+logmse")
 QUICK_BITS = ("8,8", "4,4", "2,f")
+# Post-training recipes: compiler options on top of a quantizer pair. The quantizer comparison runs the paper's
+# pipeline ("paper": fitted codebooks and (fsr, step) as they come, no data-aware refinement), so every quantizer is
+# compared on equal terms; the recipe rows then show what each technique beyond the paper buys on WQ + WQ.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"codebook_refinement": False},
+    "bias": {"codebook_refinement": False, "bias_correction": True},
+    "sequential": {"codebook_refinement": False, "sequential_calibration": True},
+    "channel": {"codebook_refinement": False, "weight_granularity": "channel"},
+    "refine": {},                                              # the compiler's default: refinement, FP32 target
+    "refine+sequential": {"sequential_calibration": True},
+    "gptq": {"gptq": True},
+    "gptq+lloyd": {"gptq": True, "act_quantizer": "lloyd"},
+    "gptq+channel": {"gptq": True, "weight_granularity": "channel"},
+    "gptq+lloyd+channel": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel"},
+}
+# Which recipe rows each model gets (bits, recipe), on WQ weights + WQ activations (a recipe may change the latter).
+RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the default matrix within 30 minutes
+    "mnist": (("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"), ("4,4", "gptq+lloyd"),
+              ("3,4", "gptq+lloyd")),
+    "fashion": (("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"), ("4,4", "gptq+lloyd"),
+                ("3,4", "gptq+lloyd")),
+    "mobilenet": (("4,4", "channel"), ("4,4", "gptq+lloyd+channel")),
+}
+RECIPE_LABELS = {
+    "bias": "+ bias correction", "sequential": "+ sequential calibration", "channel": "+ per-channel codebooks",
+    "refine": "+ refinement (default)", "refine+sequential": "+ refinement + sequential",
+    "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement",
+    "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+lloyd+channel": "+ per-channel + GPTQ + refinement",
+}
 ORT_METHOD = "ort-int8"
 FIGURE_BITS = "4,4"
 THREADS = 2
@@ -189,14 +223,16 @@ def _norm_bits(text: str) -> str:
 
 
 def plan(model: str, bits: list[str], weights: list[str], acts: list[str], pairs: list[str] | None,
-         full: bool) -> list[tuple[str, str, str]]:
-    """The (bits, weight quantizer, activation quantizer) runs of one model, in run order, deduplicated.
+         full: bool, recipes: bool = True) -> list[tuple[str, str, str, str]]:
+    """The (bits, weight quantizer, activation quantizer, recipe) runs of one model, in run order, deduplicated.
 
     ``pairs`` (explicit ``w+a`` list) replaces the default rule; otherwise the default is the diagonal pairs at
     every configuration plus, on the small models (or everywhere with ``full``), the cross product at
-    ``CROSS_BITS`` (every configuration with ``full``). ``weights`` / ``acts`` / ``bits`` filter the result.
+    ``CROSS_BITS`` (every configuration with ``full``). ``weights`` / ``acts`` / ``bits`` filter the result. All of
+    these run the paper's pipeline (recipe ``"paper"``); with ``recipes`` the model's :data:`RECIPE_ROWS` (WQ + WQ
+    with post-training options) follow, for the configurations in ``bits``.
     """
-    runs: list[tuple[str, str, str]] = []
+    runs: list[tuple[str, str, str, str]] = []
     for b in bits:
         if pairs is not None:
             combos = [tuple(p.split("+")) for p in pairs]
@@ -211,8 +247,12 @@ def plan(model: str, bits: list[str], weights: list[str], acts: list[str], pairs
                 continue  # OptSearch at L = 256 costs ~L²: 16 s on Fashion's 207k weights, minutes on these models
             if b.endswith(",f"):
                 a = "f"  # full-precision activations: the activation quantizer is irrelevant
-            if (b, w, a) not in runs:
-                runs.append((b, w, a))
+            if (b, w, a, "paper") not in runs:
+                runs.append((b, w, a, "paper"))
+    if recipes:
+        for b, recipe in RECIPE_ROWS.get(model, ()):
+            if b in bits:
+                runs.append((b, "wq", "f" if b.endswith(",f") else "wq", recipe))
     return runs
 
 
@@ -336,21 +376,25 @@ def run_model(task: Task, runs: list[tuple[str, str, str]], *, with_ort: bool, o
         rows.append(row)
         log(_line(row, fp32_bytes))
     figure_result = None
-    for bits, wq, aq in runs:
+    for bits, wq, aq, recipe in runs:
         wb, ab = bits.split(",")
+        options = dict(RECIPES[recipe])
+        aq = options.pop("act_quantizer", aq) if aq != "f" else aq
         cfg = QuantConfig(weight_bits=wb, act_bits=ab, weight_quantizer=wq, act_quantizer="wq" if aq == "f" else aq,
-                          progress=False, verify_samples=0)
+                          progress=False, verify_samples=0, **options)
+        method = f"{wq}+{aq}" + ("" if recipe == "paper" else f"[{recipe}]")
         try:
             result, elapsed, peak = traced(lambda: compile_model(task.model, task.calib, cfg))
         except Exception as err:  # one failing configuration must not lose the whole matrix
-            row = {**base, "method": f"{wq}+{aq}", "bits": bits, "weights": wq, "acts": aq, "error": repr(err)}
+            row = {**base, "method": method, "bits": bits, "weights": wq, "acts": aq, "recipe": recipe,
+                   "error": repr(err)}
             rows.append(row)
-            log(f"{task.key:9s} ({bits:4s}) {wq}+{aq:10s} FAILED: {err!r}")
+            log(f"{task.key:9s} ({bits:4s}) {method:18s} FAILED: {err!r}")
             continue
         data = result.model.SerializeToString()
         start = time.perf_counter()
         logits = run_batches(compiled_runner(result.model), task.x)
-        row = {**base, "method": f"{wq}+{aq}", "bits": bits, "weights": wq, "acts": aq,
+        row = {**base, "method": method, "bits": bits, "weights": wq, "acts": aq, "recipe": recipe,
                **evaluate(task, logits, fp32_logits), "file_bytes": len(data),
                "coded_bytes": coded_bytes(len(data), result.report["layers"]), "compile_s": elapsed,
                "peak_mb": peak, "eval_s": time.perf_counter() - start}
@@ -411,7 +455,9 @@ def method_label(row: dict[str, Any]) -> str:
         return "FP32"
     if row["method"] == ORT_METHOD:
         return "ORT INT8 QDQ (per-channel, MinMax)"
-    return f"{row['weights']} + {row['acts']}" if row["acts"] != "f" else f"{row['weights']} (acts FP32)"
+    label = f"{row['weights']} + {row['acts']}" if row["acts"] != "f" else f"{row['weights']} (acts FP32)"
+    recipe = row.get("recipe", "paper")
+    return label if recipe == "paper" else f"{label}, **{RECIPE_LABELS.get(recipe, recipe)}**"
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -467,7 +513,7 @@ def plot_accuracy_vs_size(key: str, title: str, rows: list[dict[str, Any]], path
     metric, label = ("top1", "top-1 accuracy %") if "top1" in fp32 else ("agree", "top-1 agreement with FP32 %")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     weights = {"wq": "C0", "linear": "C1", "log": "C2", "kmeans": "C3"}
-    markers = {"wq": "o", "linear": "s", "miyashita": "^", "logmse": "D", "f": "x"}
+    markers = {"wq": "o", "linear": "s", "miyashita": "^", "logmse": "D", "lloyd": "v", "f": "x"}
     for ax, (m, ylab) in zip(axes, ((metric, label), ("sqnr_db", "output SQNR vs FP32 (dB)"))):
         for r in rows:
             y = r[m] * 100 if m != "sqnr_db" else min(r[m], 80.0)
@@ -478,8 +524,9 @@ def plot_accuracy_vs_size(key: str, title: str, rows: list[dict[str, Any]], path
                 ax.scatter(r["file_bytes"], y, marker="P", s=150, color="m", zorder=5)
                 ax.annotate("ORT INT8", (r["file_bytes"], y), textcoords="offset points", xytext=(5, -12))
             else:
+                recipe = r.get("recipe", "paper") != "paper"    # post-training recipe rows: larger, black edge
                 ax.scatter(r["file_bytes"], y, marker=markers.get(r["acts"], "o"), color=weights[r["weights"]],
-                           alpha=0.75, s=36)
+                           alpha=0.75, s=70 if recipe else 36, edgecolors="k" if recipe else "none")
         ax.set_xscale("log")
         ax.set_xlabel("file size, bytes (log scale)")
         ax.set_ylabel(ylab)
@@ -489,7 +536,8 @@ def plot_accuracy_vs_size(key: str, title: str, rows: list[dict[str, Any]], path
     handles = [Line2D([], [], color=c, marker="o", ls="", label=f"weights: {w}") for w, c in weights.items()]
     handles += [Line2D([], [], color="0.4", marker=mk, ls="", label=f"acts: {a if a != 'f' else 'FP32'}")
                 for a, mk in markers.items()]
-    handles += [Line2D([], [], color="k", marker="*", ls="", ms=12, label="FP32"),
+    handles += [Line2D([], [], color="C0", marker="o", mec="k", ls="", ms=9, label="WQ + post-training recipe"),
+                Line2D([], [], color="k", marker="*", ls="", ms=12, label="FP32"),
                 Line2D([], [], color="m", marker="P", ls="", ms=10, label="ORT INT8 QDQ")]
     axes[1].legend(handles=handles, fontsize=8, loc="lower right")
     fig.suptitle(f"{title}: accuracy vs file size (all methods and bit configurations)")
@@ -522,6 +570,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--acts", default=None, help=f"comma list of activation quantizers ({','.join(ACTS)})")
     p.add_argument("--pairs", default=None, help="explicit comma list of WEIGHT+ACT pairs (replaces the default rule)")
     p.add_argument("--full", action="store_true", help="full cross product at every configuration on every model")
+    p.add_argument("--no-recipes", action="store_true", help="skip the post-training recipe rows (RECIPE_ROWS)")
     p.add_argument("--quick", action="store_true",
                    help=f"mnist,fashion; bits {' '.join(QUICK_BITS)}; diagonal pairs only (unless overridden)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime's INT8 peer")
@@ -562,7 +611,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
 
-    plans = {m: plan(m, args.bits, args.weights, args.acts, args.pairs, args.full) for m in args.models}
+    recipes = not args.no_recipes and args.pairs is None
+    plans = {m: plan(m, args.bits, args.weights, args.acts, args.pairs, args.full, recipes) for m in args.models}
     total = sum(len(p) for p in plans.values())
     log(f"{total} compiles over {len(args.models)} models (+ FP32 and ORT INT8 per model); "
         f"runtime: {'C++ custom ops' if runtime.is_available() else 'numpy reference'}")

@@ -19,11 +19,19 @@ def test_plan_default_matrix():
     bits, w, a = list(run_all.BITS), list(run_all.WEIGHTS), list(run_all.ACTS)
     small = run_all.plan("mnist", bits, w, a, None, False)
     big = run_all.plan("mobilenet", bits, w, a, None, False)
-    assert ("4,4", "kmeans", "logmse") in small and ("4,4", "kmeans", "logmse") not in big
-    assert ("2,3", "wq", "logmse") in big and ("8,8", "wq", "wq") not in big
-    assert ("4,f", "wq", "f") in small and not any(r[0] == "4,f" and r[2] != "f" for r in small)
+    assert ("4,4", "kmeans", "logmse", "paper") in small and ("4,4", "kmeans", "logmse", "paper") not in big
+    assert ("4,4", "linear", "lloyd", "paper") in small
+    assert ("2,3", "wq", "logmse", "paper") in big and ("8,8", "wq", "wq", "paper") not in big
+    assert ("4,f", "wq", "f", "paper") in small and not any(r[0] == "4,f" and r[2] != "f" for r in small)
     assert len(set(small)) == len(small)
-    assert len(run_all.plan("opennsfw", bits, w, a, None, True)) == 6 * 16 + 2 * 4
+    # the post-training recipes follow the quantizer comparison, on WQ + WQ
+    recipes = [r for r in small if r[3] != "paper"]
+    assert [(r[0], r[3]) for r in recipes] == list(run_all.RECIPE_ROWS["mnist"])
+    assert all(r[1:3] == ("wq", "wq") for r in recipes) and all(r in run_all.RECIPES for _, r in run_all.RECIPE_ROWS["mnist"])
+    assert ("4,4", "wq", "wq", "gptq+lloyd+channel") in big
+    assert not any(r[3] != "paper" for r in run_all.plan("mnist", ["4,4"], w, a, None, False, recipes=False))
+    full = run_all.plan("opennsfw", bits, w, a, None, True, recipes=False)
+    assert len(full) == 6 * 20 + 2 * 4
 
 
 def test_smoke(tmp_path):

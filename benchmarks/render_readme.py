@@ -52,7 +52,8 @@ def render(results: dict) -> str:
              "– = not in the matrix (the default leaves out 8-bit WQ weights on the large models: `--full` adds "
              "them).", ""]
     for key, info in results["models"].items():
-        mrows = [r for r in rows if r["model"] == key]
+        every = [r for r in rows if r["model"] == key]
+        mrows = [r for r in every if r.get("recipe", "paper") == "paper"]
         fp32 = next(r for r in mrows if r["method"] == "fp32")
         head = f"**{SHORT.get(key, key)}**: {info['notes']}; FP32 "
         head += (f"top-1 {100 * fp32['top1']:.2f} %" if "top1" in fp32 else "logits as reference")
@@ -80,7 +81,36 @@ def render(results: dict) -> str:
             lines.append(f"| ORT INT8 | {_cell(ort, fp32)} (QDQ, per-channel, MinMax) | | | | | "
                          f"{fp32['file_bytes'] / ort['file_bytes']:.2f} |")
         lines.append("")
+        lines += _recipes(every, fp32)
     return "\n".join(lines)
+
+
+def _recipes(rows: list[dict], fp32: dict) -> list[str]:
+    """The post-training recipe rows of one model, each after the paper's WQ + WQ row at the same bits."""
+    from benchmarks.run_all import RECIPE_LABELS
+
+    recipes = [r for r in rows if r.get("recipe", "paper") != "paper"]
+    if not recipes:
+        return []
+    metric = "top-1 Δ pts (SQNR)" if "top1" in fp32 else "SQNR, agreement"
+    out = [f"Post-training recipes on WQ + WQ (what each technique beyond the paper buys, and its compile time):", "",
+           f"| (w,a) | pipeline | {metric} | agree % | size × | compile s |", "|---|---|---|---|---|---|"]
+    shown: set[str] = set()
+    for r in recipes:
+        if r["bits"] not in shown:
+            shown.add(r["bits"])
+            paper = next((p for p in rows if p["bits"] == r["bits"] and p.get("recipe", "paper") == "paper"
+                          and p["weights"] == "wq" and p["acts"] == ("f" if r["bits"].endswith(",f") else "wq")), None)
+            if paper is not None and "error" not in paper:
+                out.append(_recipe_line(paper, fp32, "paper (WQ codebooks, WQ LogQuant as fitted)"))
+        label = f"{RECIPE_LABELS.get(r['recipe'], r['recipe'])}" + (f", {r['acts']} acts" if r["acts"] != "wq" else "")
+        out.append(_recipe_line(r, fp32, label) if "error" not in r else f"| ({r['bits']}) | {label} | failed | | | |")
+    return out + [""]
+
+
+def _recipe_line(row: dict, fp32: dict, label: str) -> str:
+    return (f"| ({row['bits']}) | {label} | {_cell(row, fp32)} | {100 * row['agree']:.1f} | "
+            f"{fp32['file_bytes'] / row['file_bytes']:.2f} | {row['compile_s']:.1f} |")
 
 
 def splice(readme: str, body: str) -> str:

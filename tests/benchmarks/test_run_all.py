@@ -65,3 +65,19 @@ def test_smoke(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.endswith("after\n") and "| (4,4) |" in text and "ORT INT8" in text
     assert render_readme.main(["--results", str(out / "results.json"), "--readme", str(readme), "--check"]) == 0
+
+
+def test_readme_lists_recipe_rows_after_the_paper_row():
+    base = {"model": "m", "file_bytes": 100, "coded_bytes": 80, "compile_s": 1.0, "agree": 1.0, "sqnr_db": 20.0}
+    rows = [dict(base, method="fp32", bits="32,32", weights="fp32", acts="fp32", top1=0.9, file_bytes=800),
+            dict(base, method="wq+wq", bits="4,4", weights="wq", acts="wq", recipe="paper", top1=0.88),
+            dict(base, method="wq+lloyd[gptq+lloyd]", bits="4,4", weights="wq", acts="lloyd", recipe="gptq+lloyd",
+                 top1=0.895, compile_s=12.5)]
+    results = {"command": "python -m benchmarks.run_all", "total_s": 60.0, "env": {"cpus": 2},
+               "matrix": {"bits": ["4,4"]}, "rows": rows, "models": {"m": {"notes": "n"}}}
+    text = render_readme.render(results)
+    main, _, recipes = text.partition("Post-training recipes")
+    assert "| (4,4) | −2.00 (20.0 dB) |" in main and "12.5" not in main        # the main table: paper rows only
+    lines = [l for l in recipes.splitlines() if l.startswith("| (4,4)")]
+    assert lines[0].startswith("| (4,4) | paper") and "+ GPTQ + refinement, lloyd acts | −0.50 (20.0 dB)" in lines[1]
+    assert lines[1].endswith("| 8.00 | 12.5 |")

@@ -23,6 +23,14 @@ void unpack_indices(const uint8_t* packed, int64_t bytes, int bits, int64_t coun
 
 bool has_data(const InputView& v) { return v.present && v.numel > 0; }
 
+// The largest input level read against the level table (op-contract §6); a level past the table was looked up in
+// the zero-filled 256-entry copy, so nothing out of bounds was read before this error.
+void check_levels(const std::string& where, const PreparedLayer& L, uint8_t max_level) {
+  if (max_level >= L.x_table_size)
+    fail(where, "input level " + std::to_string(max_level) + " is out of range for a " +
+                    std::to_string(L.x_table_size) + "-entry level table");
+}
+
 }  // namespace
 
 LayerAttrs read_layer_attrs(const OrtKernelInfo* info, const std::string& where) {
@@ -201,13 +209,7 @@ void mantissa_span(const IsaKernels& isa, const std::string& where, const Prepar
   if (L.x_levels) {
     if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) fail(where, std::string("input must be uint8 levels, got ") + type_name(x.type));
     const uint8_t* src = x.as<uint8_t>() + offset;
-    if (L.x_table_size < 256) {
-      const uint8_t m = isa.max_u8(src, static_cast<size_t>(count));
-      if (m >= L.x_table_size)
-        fail(where, "input level " + std::to_string(m) + " is out of range for a " + std::to_string(L.x_table_size) +
-                        "-entry level table");
-    }
-    isa.lookup(src, out, static_cast<size_t>(count), L.x_table256.data());
+    check_levels(where, L, isa.lookup(src, out, static_cast<size_t>(count), L.x_table256.data()));
     return;
   }
   if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(where, std::string("input must be float32, got ") + type_name(x.type));
@@ -222,6 +224,33 @@ void mantissa_span(const IsaKernels& isa, const std::string& where, const Prepar
     float v = std::ldexp(src[i], e);
     v = std::isnan(v) ? 0.0f : std::min(std::max(v, -xmax), xmax);
     out[i] = static_cast<int16_t>(std::nearbyint(v));
+  }
+}
+
+void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
+               const InputView& x, int64_t offset0, int64_t offset1, int64_t count, int32_t* out) {
+  if (count <= 0) return;
+  if (L.x_levels) {
+    if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) fail(where, std::string("input must be uint8 levels, got ") + type_name(x.type));
+    const uint8_t* src = x.as<uint8_t>();
+    check_levels(where, L, isa.pair_levels(src + offset0, offset1 >= 0 ? src + offset1 : nullptr, out,
+                                           static_cast<size_t>(count), L.x_table256.data()));
+    return;
+  }
+  if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(where, std::string("input must be float32, got ") + type_name(x.type));
+  if (attrs.x_shift >= -126 && attrs.x_shift <= 127) {   // as in mantissa_span: one exact multiply
+    const float* src = x.as<float>();
+    isa.pair_floats(src + offset0, offset1 >= 0 ? src + offset1 : nullptr, out, static_cast<size_t>(count),
+                    std::ldexp(1.0f, static_cast<int>(attrs.x_shift)), static_cast<float>(attrs.x_max));
+    return;
+  }
+  std::vector<int16_t> m(static_cast<size_t>(2 * count), 0);   // the rare ldexp path, through mantissa_span
+  mantissa_span(isa, where, L, attrs, x, offset0, count, m.data());
+  if (offset1 >= 0) mantissa_span(isa, where, L, attrs, x, offset1, count, m.data() + count);
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t lo = static_cast<uint16_t>(m[static_cast<size_t>(i)]);
+    const uint32_t hi = static_cast<uint16_t>(m[static_cast<size_t>(count + i)]);
+    out[i] = static_cast<int32_t>(lo | hi << 16);
   }
 }
 

@@ -69,6 +69,11 @@ LayerOperands run_operands(OrtKernelContext* ctx, const std::string& where);
 void mantissa_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
                    const InputView& x, int64_t offset, int64_t count, int16_t* out);
 
+// Two channels' mantissas as int16 pairs (QConv's pair image): out[i] = (X[offset0 + i], X[offset1 + i]), the
+// first in the low half; offset1 < 0 gives 0 in the high half. Levels are checked as in mantissa_span.
+void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
+               const InputView& x, int64_t offset0, int64_t offset1, int64_t count, int32_t* out);
+
 // X → int16 mantissas (float: linear fixed point; uint8: x_table lookup, every level checked), in parallel.
 void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::string& where, const PreparedLayer& L,
                      const LayerAttrs& attrs, const InputView& x, int16_t* out, int64_t rows, int64_t cols,

@@ -15,8 +15,8 @@ namespace {
 
 #define WQ_ISA_TABLE(ns, label, fused)                                                                          \
   IsaKernels {                                                                                                  \
-    label, ns::kMR, ns::kNR, ns::gemm_tile, ns::interleave, ns::quantize, ns::lookup, ns::max_u8,              \
-        ns::edge_float, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, fused           \
+    label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
+        ns::edge_float, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, fused        \
   }
 
 const IsaKernels& table_baseline() {

@@ -98,6 +98,18 @@ struct TileEdge {
   void* const* out;
 };
 
+// One plane of a 2-D max pool over uint8 levels (LevelMaxPool): y[oy, ox] = max over the window's taps inside the
+// plane of x[oy·sh + ky·dh - pt, ox·sw + kx·dw - pl]; 0 for a window entirely in the padding (levels are ≥ 0, so
+// 0 is also the identity of the max). `rowmax` is w bytes of scratch.
+struct PoolPlane {
+  const uint8_t* x;       // [h, w]
+  int64_t h, w;
+  uint8_t* y;             // [oh, ow]
+  int64_t oh, ow;
+  int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+  uint8_t* rowmax;
+};
+
 struct IsaKernels {
   const char* name;
   int mr;      // rows of a GEMM tile
@@ -108,12 +120,16 @@ struct IsaKernels {
   // past ncols must be readable (their results are discarded). `a` rows are int16 pairs (lda even, in int16).
   void (*gemm_tile)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,
                     int rows, int ncols);
-  // dst[2 i] = r0[i], dst[2 i + 1] = r1[i] for i < n
-  void (*interleave)(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n);
   // y = clip(rint(x · scale), ±xmax), NaN → 0; scale is an exact power of two in float32's normal range
   void (*quantize)(const float* x, int16_t* y, size_t n, float scale, float xmax);
-  // y = table[x] (the caller has checked every x against the table size; table has 256 entries)
-  void (*lookup)(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);
+  // y = table[x]; returns max(x) (0 for n = 0), which the caller checks against the table size (a level past the
+  // table reads one of its 256 entries, zero-filled, and is then reported as an error)
+  uint8_t (*lookup)(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);
+  // The rows of QConv's pair image straight from the input: dst[i] = the int16 pair (m(x0[i]), m(x1[i])) (low half
+  // first), m = table lookup (returns the max level read, checked by the caller like lookup) or quantize; x1 ==
+  // nullptr gives 0 in the high half (an odd channel count).
+  uint8_t (*pair_levels)(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256);
+  void (*pair_floats)(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax);
   uint8_t (*max_u8)(const uint8_t* x, size_t n);
   // y = float32(acc + bias) · scale (scale an exact power of two such that no result is subnormal or infinite)
   void (*edge_float)(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);
@@ -125,6 +141,7 @@ struct IsaKernels {
   void (*qdecode)(const uint8_t* x, float* y, size_t n, const float* table256);
   void (*depthwise)(const DepthwisePlane& p);
   void (*pack_panel)(const PanelPack& p);
+  void (*max_pool)(const PoolPlane& p);
   // gemm_tile followed by the edge in registers; nullptr when the instruction set has no fused version
   void (*gemm_tile_edge)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
                          const TileEdge& edge);

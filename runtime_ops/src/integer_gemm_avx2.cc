@@ -67,34 +67,46 @@ void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_
   }
 }
 
-void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + i));
-    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + i));
-    const __m256i lo = _mm256_unpacklo_epi16(a, b);   // pairs 0-3 | 8-11
-    const __m256i hi = _mm256_unpackhi_epi16(a, b);   // pairs 4-7 | 12-15
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
-  }
-  interleave_generic(r0 + i, r1 + i, dst + 2 * i, n - i);
+namespace {
+
+// 8 floats → int32 mantissas clip(rint(x · s), lo, hi), NaN → 0
+inline __m256i quantize8(const float* x, __m256 s, __m256 lo, __m256 hi) {
+  __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), s);
+  v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));   // NaN → 0
+  v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+  return _mm256_cvtps_epi32(v);                            // MXCSR default: round half to even
 }
+
+}  // namespace
 
 void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
   const __m256 s = _mm256_set1_ps(scale), hi = _mm256_set1_ps(xmax), lo = _mm256_set1_ps(-xmax);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
-    v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));   // NaN → 0
-    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    const __m256i q = _mm256_cvtps_epi32(v);                 // MXCSR default: round half to even
+    const __m256i q = quantize8(x + i, s, lo, hi);
     const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), packed);
   }
   quantize_generic(x + i, y + i, n - i, scale, xmax);
 }
 
-void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) { lookup_generic(x, y, n, table256); }
+uint8_t lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) { return lookup_generic(x, y, n, table256); }
+
+uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256) {
+  return pair_levels_generic(x0, x1, dst, n, table256);
+}
+
+void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax) {
+  const __m256 s = _mm256_set1_ps(scale), hi = _mm256_set1_ps(xmax), lo = _mm256_set1_ps(-xmax);
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i a = _mm256_and_si256(quantize8(x0 + i, s, lo, hi), low16);
+    const __m256i b = x1 != nullptr ? _mm256_slli_epi32(quantize8(x1 + i, s, lo, hi), 16) : _mm256_setzero_si256();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_or_si256(a, b));
+  }
+  pair_floats_generic(x0 + i, x1 != nullptr ? x1 + i : nullptr, dst + i, n - i, scale, xmax);
+}
 uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
 
 void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
@@ -153,6 +165,27 @@ void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
 void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) { qdecode_generic(x, y, n, table256); }
 void depthwise(const DepthwisePlane& p) { depthwise_generic(p); }
 void pack_panel(const PanelPack& p) { pack_panel_with(p, copy_run_generic); }
+
+namespace {
+
+// The 2x2 stride-2 window: 32 row bytes → 16 outputs (max of each byte pair as 16-bit lanes, then packed).
+void max_window(const uint8_t* r, uint8_t* y, int64_t n, int64_t kw, int64_t sw, int64_t dw) {
+  int64_t i = 0;
+  if (kw == 2 && sw == 2 && dw == 1) {
+    const __m256i lo_bytes = _mm256_set1_epi16(0x00FF);
+    for (; i + 16 <= n; i += 16) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 2 * i));
+      const __m256i m = _mm256_max_epu16(_mm256_and_si256(v, lo_bytes), _mm256_srli_epi16(v, 8));
+      const __m128i packed = _mm_packus_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), packed);
+    }
+  }
+  max_window_generic(r + i * sw, y + i, n - i, kw, sw, dw);
+}
+
+}  // namespace
+
+void max_pool(const PoolPlane& p) { max_pool_plane_with(p, max_rows_generic, max_window); }
 
 }  // namespace isa_avx2
 }  // namespace wq

@@ -248,18 +248,25 @@ inline __m512i count_levels(__m512i v, const ThresholdTable* t) {
 // the rare fallback stays out of line, so the edges that inline count_levels_bucketed stay small
 __attribute__((noinline)) __m512i count_levels_slow(__m512i v, const ThresholdTable* t) { return count_levels(v, t); }
 
+// Lanes below the first threshold are level 0 without a lookup: their gathers are masked off, and skipped when a
+// half has none (ReLU-like quantizers send about half of all accumulators there).
 __attribute__((always_inline)) inline __m512i count_levels_bucketed(__m512i v, const ThresholdTable* t) {
+  const __mmask16 live = _mm512_cmpge_epi32_mask(v, _mm512_set1_epi32(t->padded[0]));
+  if (live == 0) return _mm512_setzero_si512();
   const __m512i bits = _mm512_castps_si512(_mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
   const __m512i key = _mm512_max_epi32(_mm512_sub_epi32(_mm512_srai_epi32(bits, 18), _mm512_set1_epi32(4063)),
                                        _mm512_setzero_si512());
   const long long* base = reinterpret_cast<const long long*>(t->bucket);
-  const __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(key), base, 8);
-  const __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(key, 1), base, 8);
+  const __m512i z = _mm512_setzero_si512();
+  const __mmask8 live0 = static_cast<__mmask8>(live), live1 = static_cast<__mmask8>(live >> 8);
+  const __m512i g0 = live0 ? _mm512_mask_i32gather_epi64(z, live0, _mm512_castsi512_si256(key), base, 8) : z;
+  const __m512i g1 = live1 ? _mm512_mask_i32gather_epi64(z, live1, _mm512_extracti64x4_epi64(key, 1), base, 8) : z;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i t0 = _mm512_permutex2var_epi32(g0, even, g1);
   const __m512i lo = _mm512_permutex2var_epi32(g0, _mm512_add_epi32(even, _mm512_set1_epi32(1)), g1);
   if (__builtin_expect(_mm512_test_epi32_mask(lo, _mm512_set1_epi32(kBucketSlow)) != 0, 0)) return count_levels_slow(v, t);
-  return _mm512_mask_add_epi32(lo, _mm512_cmple_epi32_mask(t0, v), lo, _mm512_set1_epi32(1));
+  // a live lane has v ≥ t[0], so its level is at least 1 and comes from its bucket; the others are 0
+  return _mm512_maskz_mov_epi32(live, _mm512_mask_add_epi32(lo, _mm512_cmple_epi32_mask(t0, v), lo, _mm512_set1_epi32(1)));
 }
 
 // The tile edge calls it out of line: inlined 24 times per tile it bloats the ≤ 15-threshold (search16) tiles.
@@ -347,54 +354,100 @@ void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, 
   }
 }
 
-void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
+namespace {
+
+// 16 floats → int32 mantissas clip(rint(x · s), lo, hi), NaN → 0 (lanes outside m read as 0)
+inline __m512i quantize16(const float* x, __mmask16 m, __m512 s, __m512 lo, __m512 hi) {
+  __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), s);
+  v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);   // NaN → 0
+  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+  return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// A 256-entry int16 table in eight registers; lookup of 32 uint8 indices (zero-extended to 16-bit lanes).
+struct Table256 {
+  __m512i t[8];
+  explicit Table256(const int16_t* table) {
+    for (int j = 0; j < 8; ++j) t[j] = _mm512_loadu_si512(table + 32 * j);
+  }
+  __m512i operator()(__m512i idx) const {
+    // permutex2var uses the low 6 bits; bits 6 and 7 choose among the four 64-entry quarters
+    const __m512i q0 = _mm512_permutex2var_epi16(t[0], idx, t[1]);
+    const __m512i q1 = _mm512_permutex2var_epi16(t[2], idx, t[3]);
+    const __m512i q2 = _mm512_permutex2var_epi16(t[4], idx, t[5]);
+    const __m512i q3 = _mm512_permutex2var_epi16(t[6], idx, t[7]);
+    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+    const __m512i lo = _mm512_mask_mov_epi16(q0, b6, q1);
+    const __m512i hi = _mm512_mask_mov_epi16(q2, b6, q3);
+    return _mm512_mask_mov_epi16(lo, b7, hi);
+  }
+};
+
+inline __mmask32 tail_mask32(size_t n) { return n >= 32 ? ~__mmask32(0) : (__mmask32(1) << n) - 1; }
+
+inline uint8_t hmax_u8(__m256i v) {
+  alignas(32) uint8_t b[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), v);
+  uint8_t m = 0;
+  for (uint8_t x : b) m = x > m ? x : m;
+  return m;
+}
+
+}  // namespace
+
+void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
+  const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtepi32_epi16(quantize16(x + i, m, s, lo, hi)));
+  }
+}
+
+uint8_t lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
+  const Table256 table(table256);
+  __m256i mx = _mm256_setzero_si256();
+  for (size_t i = 0; i < n; i += 32) {
+    const __mmask32 m = tail_mask32(n - i);
+    const __m256i b = _mm256_maskz_loadu_epi8(m, x + i);
+    mx = _mm256_max_epu8(mx, b);
+    _mm512_mask_storeu_epi16(y + i, m, table(_mm512_cvtepu8_epi16(b)));
+  }
+  return hmax_u8(mx);
+}
+
+uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256) {
   alignas(64) static const int16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
                                                  8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
   alignas(64) static const int16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
                                                  24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
   const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512i a = _mm512_loadu_si512(r0 + i), b = _mm512_loadu_si512(r1 + i);
-    _mm512_storeu_si512(dst + 2 * i, _mm512_permutex2var_epi16(a, lo, b));
-    _mm512_storeu_si512(dst + 2 * i + 32, _mm512_permutex2var_epi16(a, hi, b));
+  const Table256 table(table256);
+  __m256i mx = _mm256_setzero_si256();
+  for (size_t i = 0; i < n; i += 32) {
+    const size_t cnt = n - i < 32 ? n - i : 32;
+    const __mmask32 m = tail_mask32(cnt);
+    const __m256i b0 = _mm256_maskz_loadu_epi8(m, x0 + i);
+    const __m256i b1 = x1 != nullptr ? _mm256_maskz_loadu_epi8(m, x1 + i) : _mm256_setzero_si256();
+    mx = _mm256_max_epu8(mx, _mm256_max_epu8(b0, b1));
+    const __m512i a = table(_mm512_cvtepu8_epi16(b0));
+    const __m512i b = x1 != nullptr ? table(_mm512_cvtepu8_epi16(b1)) : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(a, lo, b));
+    if (cnt > 16)
+      _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(a, hi, b));
   }
-  interleave_generic(r0 + i, r1 + i, dst + 2 * i, n - i);
+  return hmax_u8(mx);
 }
 
-void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
+void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax) {
   const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
-  size_t i = 0;
-  for (; i < n; i += 16) {
+  const __m512i low16 = _mm512_set1_epi32(0xFFFF);
+  for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s);
-    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);   // NaN → 0
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtepi32_epi16(q));
+    const __m512i a = _mm512_and_si512(quantize16(x0 + i, m, s, lo, hi), low16);
+    const __m512i b = x1 != nullptr ? _mm512_slli_epi32(quantize16(x1 + i, m, s, lo, hi), 16) : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + i, m, _mm512_or_si512(a, b));
   }
-}
-
-void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
-  const __m512i t0 = _mm512_loadu_si512(table256), t1 = _mm512_loadu_si512(table256 + 32);
-  const __m512i t2 = _mm512_loadu_si512(table256 + 64), t3 = _mm512_loadu_si512(table256 + 96);
-  const __m512i t4 = _mm512_loadu_si512(table256 + 128), t5 = _mm512_loadu_si512(table256 + 160);
-  const __m512i t6 = _mm512_loadu_si512(table256 + 192), t7 = _mm512_loadu_si512(table256 + 224);
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
-    // permutex2var uses the low 6 bits; bits 6 and 7 choose among the four 64-entry quarters
-    const __m512i q0 = _mm512_permutex2var_epi16(t0, idx, t1);
-    const __m512i q1 = _mm512_permutex2var_epi16(t2, idx, t3);
-    const __m512i q2 = _mm512_permutex2var_epi16(t4, idx, t5);
-    const __m512i q3 = _mm512_permutex2var_epi16(t6, idx, t7);
-    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
-    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
-    const __m512i lo = _mm512_mask_mov_epi16(q0, b6, q1);
-    const __m512i hi = _mm512_mask_mov_epi16(q2, b6, q3);
-    _mm512_storeu_si512(y + i, _mm512_mask_mov_epi16(lo, b7, hi));
-  }
-  lookup_generic(x + i, y + i, n - i, table256);
 }
 
 uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
@@ -572,6 +625,75 @@ void pack_panel(const PanelPack& p) {
       copy_run_generic(s, o, len, sx);
     }
   });
+}
+
+namespace {
+
+inline __mmask64 tail_mask64(int64_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
+
+// Per 16-bit lane, the max of its two bytes (as a 16-bit value ≤ 255).
+inline __m512i pair_max_u8(__m512i v) {
+  return _mm512_max_epu16(_mm512_and_si512(v, _mm512_set1_epi16(0x00FF)), _mm512_srli_epi16(v, 8));
+}
+
+void max_rows(uint8_t* acc, const uint8_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64) {
+    const __mmask64 m = tail_mask64(n - i);
+    _mm512_mask_storeu_epi8(acc + i, m, _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, acc + i), _mm512_maskz_loadu_epi8(m, x + i)));
+  }
+}
+
+// y[i] = max_kx r[i·sw + kx·dw]; strides 1 and 2 in vectors (stride 2: 32 outputs per vector, the even bytes of
+// 16-bit lanes), with masked loads that read only the bytes the windows use.
+void max_window(const uint8_t* r, uint8_t* y, int64_t n, int64_t kw, int64_t sw, int64_t dw) {
+  if (sw == 1) {
+    for (int64_t i = 0; i < n; i += 64) {
+      const __mmask64 m = tail_mask64(n - i);
+      __m512i v = _mm512_maskz_loadu_epi8(m, r + i);
+      for (int64_t kx = 1; kx < kw; ++kx) v = _mm512_max_epu8(v, _mm512_maskz_loadu_epi8(m, r + i + kx * dw));
+      _mm512_mask_storeu_epi8(y + i, m, v);
+    }
+    return;
+  }
+  if (sw == 2) {
+    const __m512i lo_bytes = _mm512_set1_epi16(0x00FF);
+    for (int64_t i = 0; i < n; i += 32) {
+      const int64_t cnt = n - i < 32 ? n - i : 32;
+      const __mmask64 m = tail_mask64(2 * cnt - 1);   // bytes 2j of the window's tap, j < cnt
+      __m512i v;
+      if (kw == 2 && dw == 1) {
+        v = pair_max_u8(_mm512_maskz_loadu_epi8(tail_mask64(2 * cnt), r + 2 * i));
+      } else {
+        v = _mm512_and_si512(_mm512_maskz_loadu_epi8(m, r + 2 * i), lo_bytes);
+        for (int64_t kx = 1; kx < kw; ++kx)
+          v = _mm512_max_epu16(v, _mm512_and_si512(_mm512_maskz_loadu_epi8(m, r + 2 * i + kx * dw), lo_bytes));
+      }
+      _mm256_mask_storeu_epi8(y + i, static_cast<__mmask32>(tail_mask64(cnt)), _mm512_cvtepi16_epi8(v));
+    }
+    return;
+  }
+  max_window_generic(r, y, n, kw, sw, dw);
+}
+
+}  // namespace
+
+void max_pool(const PoolPlane& p) {
+  const bool k2s2 = p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 && p.dh == 1 && p.dw == 1;
+  if (k2s2 && p.pt == 0 && p.pl == 0 && 2 * p.oh <= p.h && 2 * p.ow <= p.w) {
+    // every window inside the plane (the common 2x2 pool): both rows and the pair max in registers
+    for (int64_t oy = 0; oy < p.oh; ++oy) {
+      const uint8_t* r0 = p.x + 2 * oy * p.w;
+      const uint8_t* r1 = r0 + p.w;
+      for (int64_t i = 0; i < p.ow; i += 32) {
+        const int64_t cnt = p.ow - i < 32 ? p.ow - i : 32;
+        const __mmask64 m = tail_mask64(2 * cnt);
+        const __m512i v = _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, r0 + 2 * i), _mm512_maskz_loadu_epi8(m, r1 + 2 * i));
+        _mm256_mask_storeu_epi8(p.y + oy * p.ow + i, static_cast<__mmask32>(tail_mask64(cnt)), _mm512_cvtepi16_epi8(pair_max_u8(v)));
+      }
+    }
+    return;
+  }
+  max_pool_plane_with(p, max_rows, max_window);
 }
 
 }  // namespace isa_avx512

@@ -27,25 +27,48 @@ void gemm_tile_generic(const int16_t* a, size_t lda, const int16_t* b, size_t ld
     for (int j = 0; j < ncols; ++j) c[r * ldc + j] = acc[r][j];
 }
 
-inline void interleave_generic(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    dst[2 * i] = r0[i];
-    dst[2 * i + 1] = r1[i];
-  }
+inline int16_t quantize_one(float x, float scale, float xmax) {
+  float v = x * scale;                 // exact: scale is a power of two (over/underflow round like ldexp)
+  v = (v == v) ? v : 0.0f;             // NaN → 0
+  v = v < -xmax ? -xmax : v;
+  v = v > xmax ? xmax : v;             // ±Inf saturate
+  return static_cast<int16_t>(std::nearbyint(v));   // round half to even (default rounding mode)
 }
 
 inline void quantize_generic(const float* x, int16_t* y, size_t n, float scale, float xmax) {
-  for (size_t i = 0; i < n; ++i) {
-    float v = x[i] * scale;              // exact: scale is a power of two (over/underflow round like ldexp)
-    v = (v == v) ? v : 0.0f;             // NaN → 0
-    v = v < -xmax ? -xmax : v;
-    v = v > xmax ? xmax : v;             // ±Inf saturate
-    y[i] = static_cast<int16_t>(std::nearbyint(v));   // round half to even (default rounding mode)
-  }
+  for (size_t i = 0; i < n; ++i) y[i] = quantize_one(x[i], scale, xmax);
 }
 
-inline void lookup_generic(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
-  for (size_t i = 0; i < n; ++i) y[i] = table256[x[i]];
+inline uint8_t lookup_generic(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
+  uint8_t m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    y[i] = table256[x[i]];
+    m = x[i] > m ? x[i] : m;
+  }
+  return m;
+}
+
+// an int32 lane holding the int16 pair (lo, hi), lo in the low half (the operand layout of vpdpwssd / vpmaddwd)
+inline int32_t pack_pair(int16_t lo, int16_t hi) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
+                              static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+}
+
+inline uint8_t pair_levels_generic(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n,
+                                   const int16_t* table256) {
+  uint8_t m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t a = x0[i], b = x1 != nullptr ? x1[i] : 0;
+    m = a > m ? a : m;
+    m = b > m ? b : m;
+    dst[i] = pack_pair(table256[a], x1 != nullptr ? table256[b] : int16_t(0));
+  }
+  return m;
+}
+
+inline void pair_floats_generic(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax) {
+  for (size_t i = 0; i < n; ++i)
+    dst[i] = pack_pair(quantize_one(x0[i], scale, xmax), x1 != nullptr ? quantize_one(x1[i], scale, xmax) : int16_t(0));
 }
 
 inline uint8_t max_u8_generic(const uint8_t* x, size_t n) {
@@ -155,4 +178,64 @@ inline void pack_panel_with(const wq::PanelPack& p, CopyRun copy) {
         for (int64_t j = p.ncols; j < p.nr; ++j) d[j] = 0;
         d += p.nr;
       }
+}
+
+// acc[i] = max(acc[i], x[i])
+inline void max_rows_generic(uint8_t* __restrict acc, const uint8_t* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] > x[i] ? acc[i] : x[i];
+}
+
+// y[i] = max over kx < kw of r[i·sw + kx·dw], for i < n (every index read lies inside r)
+inline void max_window_generic(const uint8_t* __restrict r, uint8_t* __restrict y, int64_t n, int64_t kw, int64_t sw,
+                               int64_t dw) {
+  if (kw == 2 && sw == 2 && dw == 1) {
+    for (int64_t i = 0; i < n; ++i) y[i] = r[2 * i] > r[2 * i + 1] ? r[2 * i] : r[2 * i + 1];
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* w = r + i * sw;
+    uint8_t m = w[0];
+    for (int64_t kx = 1; kx < kw; ++kx) m = w[kx * dw] > m ? w[kx * dw] : m;
+    y[i] = m;
+  }
+}
+
+// One max-pool plane (PoolPlane): per output row the vertical max of the window's valid rows (rowmax), then the
+// horizontal max over its columns: `rows(acc, x, n)` and `window(r, y, n, kw, sw, dw)` are the vector parts, the
+// windows that touch the left or right padding are done here.
+template <typename Rows, typename Window>
+inline void max_pool_plane_with(const wq::PoolPlane& p, Rows rows, Window window) {
+  // outputs whose window lies inside the row: 0 ≤ ox·sw - pl and ox·sw - pl + (kw-1)·dw < w
+  const int64_t lo = g_min(p.ow, (p.pl + p.sw - 1) / p.sw);
+  const int64_t last = p.w - 1 - (p.kw - 1) * p.dw + p.pl;   // largest ox·sw allowed
+  const int64_t hi = g_max(lo, g_min(p.ow, last >= 0 ? last / p.sw + 1 : 0));
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    uint8_t* out = p.y + oy * p.ow;
+    bool any = false;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      const int64_t iy = oy * p.sh + ky * p.dh - p.pt;
+      if (iy < 0 || iy >= p.h) continue;
+      if (!any) {
+        for (int64_t i = 0; i < p.w; ++i) p.rowmax[i] = p.x[iy * p.w + i];
+        any = true;
+      } else {
+        rows(p.rowmax, p.x + iy * p.w, p.w);
+      }
+    }
+    if (!any) {
+      for (int64_t ox = 0; ox < p.ow; ++ox) out[ox] = 0;
+      continue;
+    }
+    auto edge = [&](int64_t ox) {
+      uint8_t m = 0;
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        const int64_t ix = ox * p.sw - p.pl + kx * p.dw;
+        if (ix >= 0 && ix < p.w) m = p.rowmax[ix] > m ? p.rowmax[ix] : m;
+      }
+      out[ox] = m;
+    };
+    for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
+    if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw, p.dw);
+    for (int64_t ox = hi; ox < p.ow; ++ox) edge(ox);
+  }
 }

@@ -9,16 +9,18 @@
   extern const int kNR;                                                                                          \
   void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,  \
                  int rows, int ncols);                                                                          \
-  void interleave(const int16_t* r0, const int16_t* r1, int16_t* dst, size_t n);                                 \
   void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax);                                   \
-  void lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);                                   \
+  uint8_t lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);                                \
+  uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256);      \
+  void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax);           \
   uint8_t max_u8(const uint8_t* x, size_t n);                                                                    \
   void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);                            \
   void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t);             \
   void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t);                                    \
   void qdecode(const uint8_t* x, float* y, size_t n, const float* table256);                                     \
   void depthwise(const DepthwisePlane& p);                                                                       \
-  void pack_panel(const PanelPack& p);
+  void pack_panel(const PanelPack& p);                                                                         \
+  void max_pool(const PoolPlane& p);
 
 namespace wq {
 namespace isa_baseline { WQ_DECLARE_ISA_ENTRY_POINTS }

@@ -2,11 +2,13 @@
 // in for a standard MaxPool whose input is a level tensor (onnxruntime's own uint8 MaxPool is a generic loop, ~20x
 // slower than its float path). Max commutes with the monotone quantizer, so the result is exactly ONNX MaxPool's.
 // Semantics: kernel_shape, strides, pads, dilations, ceil_mode, auto_pad as in ONNX MaxPool-12; padded positions
-// never win (a window entirely in the padding gives 0, as onnxruntime does for uint8).
+// never win (a window entirely in the padding gives 0, as onnxruntime does for uint8). The planes run through the
+// instruction set's max_pool (PoolPlane).
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "integer_gemm.h"
 #include "kernels.h"
 
 namespace wq {
@@ -17,6 +19,7 @@ class LevelMaxPoolKernel : public Kernel {
   LevelMaxPoolKernel(const OrtKernelInfo* info, const Signature&) : where_(where_of("LevelMaxPool", info)) {
     if (!get_ints_attr(info, "kernel_shape", &kernel_) || kernel_.size() != 2 || kernel_[0] < 1 || kernel_[1] < 1)
       fail(where_, "kernel_shape must be 2 positive sizes");
+    isa_ = &select_isa();
     strides_ = {1, 1}, dilations_ = {1, 1}, pads_ = {0, 0, 0, 0};
     get_ints_attr(info, "strides", &strides_);
     get_ints_attr(info, "dilations", &dilations_);
@@ -67,66 +70,23 @@ class LevelMaxPoolKernel : public Kernel {
     if (planes * oh * ow == 0) return;
     const int64_t per_task = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, h * w));
     parallel_for(ctx, static_cast<size_t>((planes + per_task - 1) / per_task), [&](size_t t) {
-      std::vector<uint8_t> rowmax(static_cast<size_t>(w));
+      PoolPlane p{};
+      p.h = h, p.w = w, p.oh = oh, p.ow = ow;
+      p.kh = kernel_[0], p.kw = kernel_[1], p.sh = strides_[0], p.sw = strides_[1];
+      p.dh = dilations_[0], p.dw = dilations_[1], p.pt = pads[0], p.pl = pads[1];
+      p.rowmax = thread_scratch<uint8_t>(0, static_cast<size_t>(w));
       const int64_t p0 = static_cast<int64_t>(t) * per_task, p1 = std::min(planes, p0 + per_task);
-      for (int64_t plane = p0; plane < p1; ++plane)
-        pool_plane(src + plane * h * w, h, w, y + plane * oh * ow, oh, ow, pads, rowmax.data());
+      for (int64_t plane = p0; plane < p1; ++plane) {
+        p.x = src + plane * h * w;
+        p.y = y + plane * oh * ow;
+        isa_->max_pool(p);
+      }
     });
   }
 
  private:
-  void pool_plane(const uint8_t* x, int64_t h, int64_t w, uint8_t* y, int64_t oh, int64_t ow, const int64_t* pads,
-                  uint8_t* rowmax) const {
-    const int64_t kh = kernel_[0], kw = kernel_[1], sh = strides_[0], sw = strides_[1];
-    const int64_t dh = dilations_[0], dw = dilations_[1], pl = pads[1];
-    // outputs whose whole window lies inside the row: 0 ≤ ox·sw - pl and ox·sw - pl + (kw-1)·dw < w
-    const int64_t lo = std::min(ow, (pl + sw - 1) / sw);
-    const int64_t last = w - 1 - (kw - 1) * dw + pl;   // largest ox·sw allowed
-    const int64_t hi = std::max(lo, std::min(ow, last >= 0 ? last / sw + 1 : 0));
-    for (int64_t oy = 0; oy < oh; ++oy) {
-      // vertical max over the window's valid rows, then horizontal max over its valid columns
-      bool any = false;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const int64_t iy = oy * sh + ky * dh - pads[0];
-        if (iy < 0 || iy >= h) continue;
-        const uint8_t* row = x + iy * w;
-        if (!any) {
-          std::memcpy(rowmax, row, static_cast<size_t>(w));
-          any = true;
-          continue;
-        }
-        for (int64_t ix = 0; ix < w; ++ix) rowmax[ix] = rowmax[ix] > row[ix] ? rowmax[ix] : row[ix];
-      }
-      uint8_t* out = y + oy * ow;
-      if (!any) {
-        std::memset(out, 0, static_cast<size_t>(ow));
-        continue;
-      }
-      auto edge = [&](int64_t ox) {
-        uint8_t m = 0;
-        for (int64_t kx = 0; kx < kw; ++kx) {
-          const int64_t ix = ox * sw - pl + kx * dw;
-          if (ix >= 0 && ix < w) m = std::max(m, rowmax[ix]);
-        }
-        out[ox] = m;
-      };
-      for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
-      if (kw == 2 && sw == 2 && dw == 1) {
-        const uint8_t* r = rowmax - pl;
-        for (int64_t ox = lo; ox < hi; ++ox) out[ox] = std::max(r[2 * ox], r[2 * ox + 1]);
-      } else {
-        for (int64_t ox = lo; ox < hi; ++ox) {
-          const uint8_t* r = rowmax + ox * sw - pl;
-          uint8_t m = r[0];
-          for (int64_t kx = 1; kx < kw; ++kx) m = std::max(m, r[kx * dw]);
-          out[ox] = m;
-        }
-      }
-      for (int64_t ox = hi; ox < ow; ++ox) edge(ox);
-    }
-  }
-
   std::string where_;
+  const IsaKernels* isa_ = nullptr;
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
   int64_t ceil_mode_ = 0;
   std::string auto_pad_ = "NOTSET";

@@ -215,19 +215,20 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       const int64_t plane = static_cast<int64_t>(t);
       const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
       const int64_t c0 = grp * cg_ + 2 * q;
-      int16_t* const m = thread_scratch<int16_t>(2, static_cast<size_t>(2 * hw));   // channels c0 and c0 + 1 (or 0)
-      mantissa_span(isa, where_, L, attrs_, x, (n * g.c + c0) * hw, hw, m);
-      if (2 * q + 1 < cg_) mantissa_span(isa, where_, L, attrs_, x, (n * g.c + c0 + 1) * hw, hw, m + hw);
-      else std::memset(m + hw, 0, sizeof(int16_t) * static_cast<size_t>(hw));
+      // channels c0 and c0 + 1 (none past an odd count: 0)
+      const int64_t off0 = (n * g.c + c0) * hw, off1 = 2 * q + 1 < cg_ ? off0 + hw : -1;
       int32_t* base = x2 + plane * hp * wp;
       std::memset(base, 0, sizeof(int32_t) * g.pt * wp);                          // top padding rows
       std::memset(base + (g.pt + g.h) * wp, 0, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
+      if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: the whole plane at once
+        pair_span(isa, where_, L, attrs_, x, off0, off1, hw, base + g.pt * wp);
+        return;
+      }
       for (int64_t iy = 0; iy < g.h; ++iy) {
         int32_t* row = base + (g.pt + iy) * wp;
         std::memset(row, 0, sizeof(int32_t) * g.pl);
         std::memset(row + g.pl + g.w, 0, sizeof(int32_t) * g.pr);
-        isa.interleave(m + iy * g.w, m + hw + iy * g.w, reinterpret_cast<int16_t*>(row + g.pl),
-                       static_cast<size_t>(g.w));
+        pair_span(isa, where_, L, attrs_, x, off0 + iy * g.w, off1 >= 0 ? off1 + iy * g.w : -1, g.w, row + g.pl);
       }
     });
   }

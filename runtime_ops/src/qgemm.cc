@@ -80,8 +80,11 @@ void QGemmKernel::Compute(OrtKernelContext* ctx) {
   const int64_t rows = x.numel / k_;
   if (out_numel == 0 || rows == 0) return;
   checked_numel({rows, gw->kp}, where_, "input mantissas");
-  AlignedBuffer<int16_t> x16(static_cast<size_t>(rows * gw->kp), /*zero=*/gw->kp != k_);   // pad column must be 0
-  input_mantissas(ctx, isa, where_, L, attrs_, x, x16.data(), rows, k_, gw->kp);
+  // the calling thread's scratch, shared with the pool's workers for this call only
+  int16_t* const x16 = thread_scratch<int16_t>(0, static_cast<size_t>(rows * gw->kp));
+  if (gw->kp != k_)   // the pad column of an odd K must be 0
+    for (int64_t r = 0; r < rows; ++r) x16[r * gw->kp + k_] = 0;
+  input_mantissas(ctx, isa, where_, L, attrs_, x, x16, rows, k_, gw->kp);
 
   const int64_t nr = isa.nr, mr = isa.mr, kpairs = gw->kp / 2;
   const int64_t row_tiles = (rows + mr - 1) / mr;
@@ -91,12 +94,12 @@ void QGemmKernel::Compute(OrtKernelContext* ctx) {
     const int64_t r0 = tile * mr, n0 = panel * nr;
     const int nrows = static_cast<int>(std::min(mr, rows - r0));
     const int ncols = static_cast<int>(std::min(nr, n_ - n0));
-    std::vector<int32_t> c(static_cast<size_t>(mr * nr));
-    isa.gemm_tile(x16.data() + r0 * gw->kp, static_cast<size_t>(gw->kp), gw->b.data() + panel * kpairs * nr * 2,
-                  static_cast<size_t>(2 * nr), static_cast<size_t>(kpairs), c.data(), static_cast<size_t>(nr), nrows,
+    alignas(64) int32_t c[8 * 64];   // mr × nr ≤ 8 × 48 on every instruction set
+    isa.gemm_tile(x16 + r0 * gw->kp, static_cast<size_t>(gw->kp), gw->b.data() + panel * kpairs * nr * 2,
+                  static_cast<size_t>(2 * nr), static_cast<size_t>(kpairs), c, static_cast<size_t>(nr), nrows,
                   ncols);
     for (int r = 0; r < nrows; ++r) {
-      int32_t* acc = c.data() + r * nr;
+      int32_t* acc = c + r * nr;
       char* dst = static_cast<char*>(y) + ((r0 + r) * n_ + n0) * out_bytes;
       for (int j = 0; j < ncols; ++j) acc[j] += L.bias[static_cast<size_t>(n0 + j)];
       if (L.gc == 1) {

@@ -82,10 +82,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "bias": {"codebook_refinement": False, "bias_correction": True},
     "sequential": {"codebook_refinement": False, "sequential_calibration": True},
     "channel": {"codebook_refinement": False, "weight_granularity": "channel"},
-    "refine": {},                                              # the compiler's default: refinement, FP32 target
-    "refine+sequential": {"sequential_calibration": True},
+    "refine": {"gptq": False},                                 # least-squares refinement, FP32 target
+    "refine+sequential": {"gptq": False, "sequential_calibration": True},
     "gptq": {"gptq": True},
-    "gptq+lloyd": {"gptq": True, "act_quantizer": "lloyd"},
+    "gptq+lloyd": {"gptq": True, "act_quantizer": "lloyd"},   # the compiler's default
     "gptq+channel": {"gptq": True, "weight_granularity": "channel"},
     "gptq+lloyd+channel": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel"},
 }
@@ -99,8 +99,8 @@ RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the d
 }
 RECIPE_LABELS = {
     "bias": "+ bias correction", "sequential": "+ sequential calibration", "channel": "+ per-channel codebooks",
-    "refine": "+ refinement (default)", "refine+sequential": "+ refinement + sequential",
-    "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement",
+    "refine": "+ refinement", "refine+sequential": "+ refinement + sequential",
+    "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement (the default)",
     "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+lloyd+channel": "+ per-channel + GPTQ + refinement",
 }
 ORT_METHOD = "ort-int8"

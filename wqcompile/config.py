@@ -84,7 +84,8 @@ class QuantConfig:
     weight_bits: int | None = 4
     act_bits: int | None = 4
     weight_quantizer: str = "wq"
-    act_quantizer: str = "wq"
+    act_quantizer: str = "lloyd"          # minimum-MSE levels: won on every model measured (docs/decisions.md);
+                                          # "wq" is the paper's LogQuant
     weight_mode: str = "symmetric"        # wq-algorithm.md §2.3: "symmetric" (caffe-WQ) or "per_sign" (paper)
     weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
     act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"
@@ -96,7 +97,8 @@ class QuantConfig:
     refinement_target: str = "fp32"       # "fp32": min ||W x_fp − Ŵ x_q||² (x_q: partially quantized model's input);
                                           # "same-input": min ||W x − Ŵ x||² (the earlier refinement)
     sequential_calibration: bool = False  # fit on the partially quantized model (SequentialCalibratePass)
-    gptq: bool = False                    # with refinement: error-compensated (GPTQ) assignment before the value refit
+    gptq: bool = True                     # with refinement: error-compensated (GPTQ) assignment before the value refit;
+                                          # default since it won on every model measured (docs/decisions.md)
     exclude: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     max_calib_samples: int | None = None

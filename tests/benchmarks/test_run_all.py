@@ -81,3 +81,11 @@ def test_readme_lists_recipe_rows_after_the_paper_row():
     lines = [l for l in recipes.splitlines() if l.startswith("| (4,4)")]
     assert lines[0].startswith("| (4,4) | paper") and "+ GPTQ + refinement, lloyd acts | −0.50 (20.0 dB)" in lines[1]
     assert lines[1].endswith("| 8.00 | 12.5 |")
+
+
+def test_the_recipe_called_default_is_the_compiler_default():
+    from wqcompile.config import QuantConfig
+
+    assert QuantConfig(**run_all.RECIPES["gptq+lloyd"]) == QuantConfig()
+    assert "default" in run_all.RECIPE_LABELS["gptq+lloyd"]
+    assert not QuantConfig(**run_all.RECIPES["paper"]).codebook_refinement

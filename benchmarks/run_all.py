@@ -95,7 +95,7 @@ RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the d
               ("3,4", "gptq+lloyd")),
     "fashion": (("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"), ("4,4", "gptq+lloyd"),
                 ("3,4", "gptq+lloyd")),
-    "mobilenet": (("4,4", "channel"), ("4,4", "gptq+lloyd+channel")),
+    "mobilenet": (("4,4", "channel"), ("4,4", "gptq+lloyd"), ("4,4", "gptq+lloyd+channel")),
 }
 RECIPE_LABELS = {
     "bias": "+ bias correction", "sequential": "+ sequential calibration", "channel": "+ per-channel codebooks",

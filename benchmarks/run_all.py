@@ -91,10 +91,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # Which recipe rows each model gets (bits, recipe), on WQ weights + WQ activations (a recipe may change the latter).
 RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the default matrix within 30 minutes
-    "mnist": (("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"), ("4,4", "gptq+lloyd"),
-              ("3,4", "gptq+lloyd")),
-    "fashion": (("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"), ("4,4", "gptq+lloyd"),
-                ("3,4", "gptq+lloyd")),
+    "mnist": (("8,8", "gptq+lloyd"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
+              ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
+    "fashion": (("8,8", "gptq+lloyd"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
+                ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
     "mobilenet": (("4,4", "channel"), ("4,4", "gptq+lloyd"), ("4,4", "gptq+lloyd+channel")),
 }
 RECIPE_LABELS = {

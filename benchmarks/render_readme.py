@@ -42,7 +42,8 @@ def _cell(row: dict | None, fp32: dict) -> str:
 
 def render(results: dict) -> str:
     rows = results["rows"]
-    lines = [f"Measured with `{results['command']}` ({results['total_s'] / 60:.0f} min on {results['env']['cpus']} "
+    command = results["command"].replace(str(ROOT) + "/", "")      # repository-relative paths
+    lines = [f"Measured with `{command}` ({results['total_s'] / 60:.0f} min on {results['env']['cpus']} "
              f"shared CPUs), then `python -m benchmarks.render_readme`. Post-training only, no fine-tuning. Full tables "
              "(every quantizer combination, top-5, file and entropy-coded sizes, compile time, peak memory) in "
              "`build/bench/results.md`; plots `build/bench/accuracy_vs_size_<model>.png` and "

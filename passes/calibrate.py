@@ -26,10 +26,46 @@ def observed_tensors(ctx) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _needed_nodes(graph: onnx.GraphProto, names: list[str]) -> list[onnx.NodeProto] | None:
+    """The nodes ``names`` depend on, in graph order; None when a node has subgraphs (their implicit inputs are not
+    followed here, so nothing is pruned)."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return None
+    keep, stack = set(), [producer[n] for n in names if n in producer]
+    while stack:
+        i = stack.pop()
+        if i not in keep:
+            keep.add(i)
+            stack.extend(producer[t] for t in graph.node[i].input if t in producer)
+    return [node for i, node in enumerate(graph.node) if i in keep]
+
+
 def augmented_session(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    """An in-memory copy of ``model`` that also outputs ``names`` (no temporary files)."""
+    """An in-memory model that outputs exactly ``names``, pruned to the nodes they need (no temporary files).
+
+    onnxruntime runs every node of a graph whatever is fetched, so the pruning is what makes an early tensor cheap
+    (the per-layer passes of the codebook refinement fetch one layer's input each). Graph inputs are all kept, so
+    the same feeds work.
+    """
     aug = onnx.ModelProto()
     aug.CopyFrom(model)
+    nodes = _needed_nodes(aug.graph, names)
+    if nodes is not None:
+        used = {t for node in nodes for t in node.input} | set(names)
+        kept_inits = [t for t in aug.graph.initializer if t.name in used]
+        dropped = {t.name for t in aug.graph.initializer} - {t.name for t in kept_inits}
+        kept_inputs = [i for i in aug.graph.input if i.name not in dropped]   # IR < 4 lists initializers as inputs
+        del aug.graph.node[:]
+        aug.graph.node.extend(nodes)
+        del aug.graph.initializer[:]
+        aug.graph.initializer.extend(kept_inits)
+        del aug.graph.input[:]
+        aug.graph.input.extend(kept_inputs)
+        declared = {o.name: o for o in aug.graph.output}        # a fetched model output keeps its declared type
+        kept_outputs = [declared[n] for n in dict.fromkeys(names) if n in declared]
+        del aug.graph.output[:]
+        aug.graph.output.extend(kept_outputs)
     present = {o.name for o in aug.graph.output}
     for name in names:
         if name not in present:

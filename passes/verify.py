@@ -61,7 +61,7 @@ class VerifyPass(Pass):
         outputs = [o.name for o in ctx.source_model.graph.output]
         layer_tensors = {name: e.get("output_tensor") or e.get("act_tensor") for name, e in ctx.layer_report.items()}
         inner = sorted({t for t in layer_tensors.values() if t and t not in outputs})
-        fp32 = augmented_session(ctx.source_model, inner)
+        fp32 = augmented_session(ctx.source_model, outputs + inner)
         ref = ReferenceSession(model)
         meters = {name: ErrorMeter() for name in outputs + inner}
         for feed in ctx.verify_feeds:

@@ -122,6 +122,146 @@ def with_level_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, len(picks)
 
 
+ENV_NO_FUSION = "WQCOMPILE_NO_FUSION"
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _poolable(pool: onnx.NodeProto) -> bool:
+    """A MaxPool QConvMaxPool can take over: 2-D, no indices output, explicit (or VALID) pads each smaller than the
+    kernel, dilation 1, ceil_mode 0, so every window holds at least one tap."""
+    k = list(_attr(pool, "kernel_shape", []) or [])
+    if len(k) != 2 or min(k) < 1 or (len(pool.output) > 1 and pool.output[1]):
+        return False
+    auto_pad = _attr(pool, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    pads = list(_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
+    if auto_pad not in ("NOTSET", "", "VALID") or len(pads) != 4:
+        return False
+    if auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    strides = list(_attr(pool, "strides", [1, 1]) or [1, 1])
+    dil = list(_attr(pool, "dilations", [1, 1]) or [1, 1])
+    return (_attr(pool, "ceil_mode", 0) == 0 and dil == [1, 1] and len(strides) == 2 and min(strides) >= 1
+            and all(0 <= pads[d] < k[d % 2] for d in range(4)))
+
+
+def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy where each QConv with level output (thresholds) whose only consumer is a 2-D MaxPool runs as the
+    library's ``QConvMaxPool``: the accumulators are pooled, then quantized once per pooled output. Exact, because
+    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). Returns (model, nodes fused)."""
+    graph = model.graph
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.node):
+        for name in n.input:
+            if name:
+                consumers.setdefault(name, []).append(i)
+    outputs = {o.name for o in graph.output}
+    pairs = []
+    for i, n in enumerate(graph.node):
+        if not (n.domain == DOMAIN and n.op_type == "QConv" and len(n.input) >= 6 and n.input[5]):
+            continue
+        y = n.output[0]
+        users = consumers.get(y, [])
+        if y in outputs or len(users) != 1:
+            continue
+        pool = graph.node[users[0]]
+        if pool.domain in ("", "ai.onnx") and pool.op_type == "MaxPool" and pool.input[0] == y and _poolable(pool):
+            pairs.append((i, users[0]))
+    if not pairs:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    drop = set()
+    for i, j in pairs:
+        conv, pool = out.graph.node[i], out.graph.node[j]
+        k = list(_attr(pool, "kernel_shape"))
+        auto_pad = _attr(pool, "auto_pad", b"NOTSET")
+        pads = [0, 0, 0, 0] if auto_pad in (b"VALID", "VALID") else list(_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
+        conv.op_type = "QConvMaxPool"
+        conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
+                               onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
+                               onnx.helper.make_attribute("pool_pads", pads)])
+        inner = conv.output[0]
+        conv.output[0] = pool.output[0]
+        drop.add(j)
+        for k_vi in [vi for vi in out.graph.value_info if vi.name == inner]:
+            out.graph.value_info.remove(k_vi)
+    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out, len(pairs)
+
+
+def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy where each float ``Add`` whose only consumer is a ``QRelu`` (residual joins) runs with it as the
+    library's ``AddQRelu``, or ``AddDecodeQRelu`` when one addend is a ``QDecode`` read only by that Add (the
+    decode is folded in): one pass, no float sum or decoded tensor in memory. Exact: the same float32 additions,
+    table lookups and quantizer. Returns (model, Add nodes fused)."""
+    graph = model.graph
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.node):
+        for name in n.input:
+            if name:
+                consumers.setdefault(name, []).append(i)
+    outputs = {o.name for o in graph.output}
+
+    def sole_user(name: str, user: int) -> bool:
+        return name not in outputs and consumers.get(name, []) == [user]
+
+    plans = []   # (add index, qrelu index, qdecode index or None, input of A, index of B in the Add)
+    for i, n in enumerate(graph.node):
+        if n.domain not in ("", "ai.onnx") or n.op_type != "Add" or len(n.input) != 2 or not n.output[0]:
+            continue
+        users = consumers.get(n.output[0], [])
+        if n.output[0] in outputs or len(users) != 1:
+            continue
+        q = graph.node[users[0]]
+        if q.domain != DOMAIN or q.op_type != "QRelu" or q.input[0] != n.output[0] or len(q.input) != 2:
+            continue
+        dec = None
+        for side in (1, 0):
+            j = producer.get(n.input[side])
+            if j is not None:
+                d = graph.node[j]
+                if (d.domain == DOMAIN and d.op_type == "QDecode" and len(d.input) == 2 and d.input[1]
+                        and sole_user(n.input[side], i) and n.input[0] != n.input[1]):
+                    dec = (j, side)
+                    break
+        plans.append((i, users[0], dec))
+    if not plans:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    drop = set()
+    for i, qi, dec in plans:
+        add, q = out.graph.node[i], out.graph.node[qi]
+        thresholds, y = q.input[1], q.output[0]
+        if dec is None:
+            inputs, op = [add.input[0], add.input[1], thresholds], "AddQRelu"
+        else:
+            j, side = dec
+            d = out.graph.node[j]
+            inputs, op = [add.input[1 - side], d.input[0], thresholds, d.input[1]], "AddDecodeQRelu"
+            drop.add(j)
+        fused = onnx.helper.make_node(op, inputs, [y], name=(q.name or add.name) + ".fused", domain=DOMAIN)
+        q.CopyFrom(fused)
+        drop.add(i)
+        gone = {add.output[0]} | ({out.graph.node[dec[0]].output[0]} if dec else set())
+        for vi in [vi for vi in out.graph.value_info if vi.name in gone]:
+            out.graph.value_info.remove(vi)
+    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out, len(plans)
+
+
 def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -140,7 +280,13 @@ def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
             return path
     if rewrite:
+        fused = 0
+        if not os.environ.get(ENV_NO_FUSION):
+            model, fused = with_qconv_maxpool(model)
+            model, added = with_add_qrelu(model)
+            fused += added
         model, changed = with_level_maxpool(model)
+        changed += fused
         if not changed and not isinstance(path_or_model, onnx.ModelProto):
             return path_or_model if isinstance(path_or_model, (bytes, bytearray)) else os.fspath(path_or_model)
     return model.SerializeToString()
@@ -151,8 +297,11 @@ class InferenceSession(ort.InferenceSession):
 
     ``path_or_model`` may be a path, serialized bytes or an ``onnx.ModelProto``; ``sess_options`` (registered in
     place) and ``providers`` (default ``["CPUExecutionProvider"]``) behave as in onnxruntime. With ``rewrite``
-    (default) MaxPool nodes over level tensors run as the library's exact ``LevelMaxPool`` (see
-    :func:`with_level_maxpool`); the model passed in is not modified.
+    (default) a QConv with level output feeding only a MaxPool runs as the library's exact ``QConvMaxPool`` (see
+    :func:`with_qconv_maxpool`), an Add feeding only a QRelu as ``AddQRelu``/``AddDecodeQRelu`` (see
+    :func:`with_add_qrelu`; ``WQCOMPILE_NO_FUSION=1`` turns these fusions off) and the other MaxPool nodes over
+    level tensors as its exact ``LevelMaxPool`` (see :func:`with_level_maxpool`); the model passed in is not
+    modified.
     """
 
     def __init__(self, path_or_model: Any, sess_options: ort.SessionOptions | None = None,

@@ -102,7 +102,7 @@ class AlignedBuffer {
 // the same time on one thread; a slot's previous contents are invalidated by the next call with that slot.
 template <typename T>
 T* thread_scratch(int slot, size_t n) {
-  constexpr int kSlots = 6;
+  constexpr int kSlots = 8;
   thread_local AlignedBuffer<char> buffers[kSlots];
   if (slot < 0 || slot >= kSlots) throw Error("bad scratch slot");
   AlignedBuffer<char>& b = buffers[slot];

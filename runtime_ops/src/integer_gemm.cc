@@ -16,7 +16,7 @@ namespace {
 #define WQ_ISA_TABLE(ns, label, fused)                                                                          \
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
-        ns::edge_float, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, fused        \
+        ns::edge_float, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused        \
   }
 
 const IsaKernels& table_baseline() {
@@ -72,12 +72,43 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   for (int j = 0; j < 16; ++j)
     for (int b = 0; b < 16; ++b) out->transposed[j][b] = out->padded[16 * b + j];
   // the O(1) bucket index (t is non-decreasing, so bucket(t[j]) is too)
-  int in_bucket[1024] = {0};
+  int all[1024] = {0};
+  int* in_bucket = all;
   for (int j = 0; j < count; ++j) ++in_bucket[threshold_bucket(t[j])];
   int lo = 0;
   for (int b = 0; b < 1024; ++b) {
     const int32_t head = lo + (in_bucket[b] > 1 ? kBucketSlow : 0);
     out->bucket[b] = static_cast<uint32_t>(out->padded[lo]) | static_cast<uint64_t>(static_cast<uint32_t>(head)) << 32;
+    lo += in_bucket[b];
+  }
+  // the 32-bit index (see ThresholdTable::packed) over the reachable thresholds: prepare_layer enforces
+  // |acc| ≤ 2^30 - 1, so thresholds ≥ 2^30 (the compiler's clamp for unreachable ones) are never met and stay out
+  int reach[1024] = {0};
+  for (int j = 0; j < count && t[j] < (int32_t(1) << 30); ++j) ++reach[threshold_bucket(t[j])];
+  in_bucket = reach;
+  out->packed_ok = count >= 1 && t[0] >= 1;
+  lo = 0;
+  for (int b = 0; b < 1024 && out->packed_ok; ++b) {
+    uint32_t L = 0, R = 0;
+    const int e = (b - 1) / 32, m = (b - 1) % 32;
+    if (b == 0) {
+      // v ≤ 0 < t[0]: never looked up
+    } else if (in_bucket[b] == 0) {
+      // lo = 0: below t[0], never looked up (R = 2^24 - 1 all the same)
+      L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;
+      R = lo > 0 ? 0u : 0xFFFFFFu;
+    } else if (e < 5) {   // width 1: every threshold in it equals v
+      L = static_cast<uint32_t>(lo + in_bucket[b] - 1);
+    } else if (in_bucket[b] == 1) {
+      const int64_t start = static_cast<int64_t>(32 + m) << (e - 5);
+      const int64_t r = static_cast<int64_t>(t[lo]) - start;
+      if (r < 0 || r > 0xFFFFFF) out->packed_ok = false;   // cannot happen below 2^30 (width ≤ 2^24)
+      L = static_cast<uint32_t>(lo);
+      R = static_cast<uint32_t>(r & 0xFFFFFF);
+    } else {
+      out->packed_ok = false;
+    }
+    out->packed[b] = L | R << 8;
     lo += in_bucket[b];
   }
 }
@@ -88,6 +119,32 @@ void build_float_thresholds(const float* t, int count, FloatThresholds* out) {
   for (int j = 0; j < 256; ++j) out->padded[j] = j < count ? t[j] : std::numeric_limits<float>::quiet_NaN();
   for (int j = 0; j < 16; ++j)
     for (int b = 0; b < 16; ++b) out->transposed[j][b] = out->padded[16 * b + j];
+  // the 32-bit index on the float bits (see FloatThresholds::packed)
+  out->packed_ok = count >= 1 && t[0] > 0.0f;
+  if (!out->packed_ok) return;
+  int32_t bits[256];
+  for (int j = 0; j < count; ++j) std::memcpy(&bits[j], &t[j], sizeof(int32_t));
+  out->base = bits[0] >> 18;
+  int in_key[1024] = {0};
+  for (int j = 0; j < count; ++j) {
+    const int32_t k = (bits[j] >> 18) - out->base;   // t non-decreasing and > 0: 0 ≤ k, non-decreasing
+    if (k >= 1023 || ++in_key[k] > 1) {
+      out->packed_ok = false;
+      return;
+    }
+  }
+  int lo = 0;
+  for (int k = 0; k < 1024; ++k) {
+    uint32_t L = 0, R = 0;
+    if (in_key[k] == 1) {
+      L = static_cast<uint32_t>(lo);
+      R = static_cast<uint32_t>(bits[lo] & 0x3FFFF);
+    } else {
+      L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;   // lo = 0 only below t[0]'s key 0: never looked up
+    }
+    out->packed[k] = L | R << 8;
+    lo += in_key[k];
+  }
 }
 
 }  // namespace wq

@@ -186,6 +186,17 @@ void max_window(const uint8_t* r, uint8_t* y, int64_t n, int64_t kw, int64_t sw,
 }  // namespace
 
 void max_pool(const PoolPlane& p) { max_pool_plane_with(p, max_rows_generic, max_window); }
+void max_pool_i32(const PoolPlaneI32& p) { max_pool_i32_with(p, max_rows_i32_generic, max_window_i32_generic); }
+
+void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size, uint8_t* y,
+               size_t n, const FloatThresholds* t) {
+  alignas(32) float sum[256];
+  for (size_t i0 = 0; i0 < n; i0 += 256) {
+    const size_t m = n - i0 < 256 ? n - i0 : 256;
+    for (size_t i = 0; i < m; ++i) sum[i] = a[i0 + i] + (lv != nullptr ? table256[lv[i0 + i]] : b[i0 + i]);
+    qrelu(sum, y + i0, m, t);
+  }
+}
 
 }  // namespace isa_avx2
 }  // namespace wq

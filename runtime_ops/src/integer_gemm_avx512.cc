@@ -269,12 +269,32 @@ __attribute__((always_inline)) inline __m512i count_levels_bucketed(__m512i v, c
   return _mm512_maskz_mov_epi32(live, _mm512_mask_add_epi32(lo, _mm512_cmple_epi32_mask(t0, v), lo, _mm512_set1_epi32(1)));
 }
 
+// The 32-bit index (ThresholdTable::packed, when packed_ok): the bucket key as above, start(b) as the conversion
+// with the low 18 bits cleared and converted back (exact), one masked 16-lane dword gather of L | R << 8 and one
+// unsigned compare of v - start(b) with R. Lanes below t[0] are 0 (their gather is masked off).
+__attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, const ThresholdTable* t) {
+  const __mmask16 live = _mm512_cmpge_epi32_mask(v, _mm512_set1_epi32(t->padded[0]));
+  if (live == 0) return _mm512_setzero_si512();
+  const __m512i bits = _mm512_castps_si512(_mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+  // a live lane has v ≥ t[0] ≥ 1: key ≥ 1
+  const __m512i key = _mm512_sub_epi32(_mm512_srli_epi32(bits, 18), _mm512_set1_epi32(4063));
+  const __m512i start = _mm512_cvttps_epi32(_mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(int32_t(0xFFFC0000u)))));
+  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed, 4);
+  const __m512i L = _mm512_and_si512(g, _mm512_set1_epi32(0xFF));
+  const __mmask16 up = _mm512_mask_cmpge_epu32_mask(live, _mm512_sub_epi32(v, start), _mm512_srli_epi32(g, 8));
+  return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
+}
+
 // The tile edge calls it out of line: inlined 24 times per tile it bloats the ≤ 15-threshold (search16) tiles.
-__attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTable* t) { return count_levels_bucketed(v, t); }
+__attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTable* t) {
+  return t->packed_ok ? count_levels_packed(v, t) : count_levels_bucketed(v, t);
+}
 
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
   const __m512i x = _mm512_add_epi32(acc, _mm512_set1_epi32(e.bias[r]));
-  if (e.tables != nullptr) {
+  if (e.raw) {
+    _mm512_mask_storeu_epi32(static_cast<int32_t*>(e.out[r]) + 16 * v, m, x);
+  } else if (e.tables != nullptr) {
     const ThresholdTable* t = e.tables[r];
     const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
     _mm_mask_storeu_epi8(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, _mm512_cvtepi32_epi8(lv));
@@ -479,6 +499,14 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
     }
   }
+  if (t->blocks > 1 && t->packed_ok) {
+    for (; i < n; i += 16) {
+      const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+      const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
+      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_packed(v, t)));
+    }
+    return;
+  }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
@@ -486,11 +514,64 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
   }
 }
 
+namespace {
+
+// QRelu's level of 16 floats in the lanes of m (0 elsewhere): the 32-bit bucket index (FloatThresholds::packed)
+// when there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
+inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
+  if (t->blocks == 1 || !t->packed_ok) return _mm512_maskz_mov_epi32(m, count_levels_f32(v, t));
+  const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
+  if (live == 0) return _mm512_setzero_si512();
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i key = _mm512_min_epi32(_mm512_sub_epi32(_mm512_srai_epi32(bits, 18), _mm512_set1_epi32(t->base)),
+                                       _mm512_set1_epi32(1023));
+  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed, 4);
+  const __m512i L = _mm512_and_si512(g, _mm512_set1_epi32(0xFF));
+  const __mmask16 up = _mm512_mask_cmpge_epu32_mask(live, _mm512_and_si512(bits, _mm512_set1_epi32(0x3FFFF)),
+                                                    _mm512_srli_epi32(g, 8));
+  return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
+}
+
+// table256[idx] for 16 level indices < 256 (< 32 when small): two-register permutes and a select on bits 5-7 (a
+// 16-lane gather costs about twice as much on Zen 4)
+inline __m512 decode256(__m512i idx, const float* table256, bool small) {
+  auto T = [&](int j) { return _mm512_loadu_ps(table256 + 16 * j); };
+  if (small) return _mm512_permutex2var_ps(T(0), idx, T(1));
+  const __m512 q0 = _mm512_permutex2var_ps(T(0), idx, T(1)), r0 = _mm512_permutex2var_ps(T(2), idx, T(3));
+  const __m512 q1 = _mm512_permutex2var_ps(T(4), idx, T(5)), r1 = _mm512_permutex2var_ps(T(6), idx, T(7));
+  const __m512 q2 = _mm512_permutex2var_ps(T(8), idx, T(9)), r2 = _mm512_permutex2var_ps(T(10), idx, T(11));
+  const __m512 q3 = _mm512_permutex2var_ps(T(12), idx, T(13)), r3 = _mm512_permutex2var_ps(T(14), idx, T(15));
+  const __mmask16 h5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+  const __mmask16 h6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+  const __mmask16 h7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
+  const __m512 lo = _mm512_mask_mov_ps(_mm512_mask_mov_ps(q0, h5, r0), h6, _mm512_mask_mov_ps(q1, h5, r1));
+  const __m512 hi = _mm512_mask_mov_ps(_mm512_mask_mov_ps(q2, h5, r2), h6, _mm512_mask_mov_ps(q3, h5, r3));
+  return _mm512_mask_mov_ps(lo, h7, hi);
+}
+
+}  // namespace
+
 void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_f32(v, t)));
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(_mm512_maskz_loadu_ps(m, x + i), m, t)));
+  }
+}
+
+void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size, uint8_t* y,
+               size_t n, const FloatThresholds* t) {
+  const bool small = table_size <= 32;   // levels < 32 (checked by the caller): one permute
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    __m512 vb;
+    if (lv == nullptr) {
+      vb = _mm512_maskz_loadu_ps(m, b + i);
+    } else {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, lv + i));
+      vb = decode256(idx, table256, small);
+    }
+    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), vb);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
   }
 }
 
@@ -554,8 +635,10 @@ void depthwise_fixed(const DepthwisePlane& p) {
       _mm512_storeu_si512(dst, e);
     }
   };
-  int64_t v0 = 0;
-  for (; v0 + kChunk * kUnroll <= virt; v0 += kChunk * kUnroll) {
+  // virtual outputs [begin, end) (whole vectors: up to kChunk - 1 past end)
+  auto run_range = [&](int64_t begin, int64_t end) {
+  int64_t v0 = begin;
+  for (; v0 + kChunk * kUnroll <= end; v0 += kChunk * kUnroll) {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     const int16_t* b = p.x + S * v0;
 #pragma GCC unroll 16
@@ -583,7 +666,7 @@ void depthwise_fixed(const DepthwisePlane& p) {
       store(v + v0 + 48, a3, a3);
     }
   }
-  for (; v0 < virt; v0 += kChunk) {
+  for (; v0 < end; v0 += kChunk) {
     __m512i e = _mm512_setzero_si512(), o = e;
     const int16_t* b = p.x + S * v0;
     for (int s = 0; s < steps; ++s) {
@@ -591,6 +674,14 @@ void depthwise_fixed(const DepthwisePlane& p) {
       if (S == 1) WQ_DPWSSD(o, _mm512_loadu_si512(b + off[s] + 1), wv[s]);
     }
     store(v + v0, e, o);
+  }
+  };
+  // Stride 2 computes every virtual output of a padded row (w, about twice ow): row by row, only the ow that are
+  // kept (rounded up to whole vectors), when that is fewer vectors (large planes; small ones keep the long row)
+  if (S == 2 && p.oh * ((p.ow + kChunk - 1) / kChunk) < (virt + kChunk - 1) / kChunk) {
+    for (int64_t oy = 0; oy < p.oh; ++oy) run_range(oy * p.w, oy * p.w + p.ow);
+  } else {
+    run_range(0, virt);
   }
   for (int64_t oy = 0; oy < p.oh; ++oy) std::memcpy(p.acc + oy * p.ow, v + oy * p.w, sizeof(int32_t) * p.ow);
 }
@@ -694,6 +785,65 @@ void max_pool(const PoolPlane& p) {
     return;
   }
   max_pool_plane_with(p, max_rows, max_window);
+}
+
+namespace {
+
+void max_rows_i32(int32_t* acc, const int32_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    _mm512_mask_storeu_epi32(acc + i, m, _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, acc + i), _mm512_maskz_loadu_epi32(m, x + i)));
+  }
+}
+
+// y[i] = max_kx r[i·sw + kx]; r is rowmax scratch with 2·kw + 96 readable int32 past its row (PoolPlaneI32), so
+// whole vectors are read (lanes past n are discarded by the masked store). Stride 2: the even lanes of two vectors
+// per tap.
+void max_window_i32(const int32_t* r, int32_t* y, int64_t n, int64_t kw, int64_t sw) {
+  if (sw == 1) {
+    for (int64_t i = 0; i < n; i += 16) {
+      __m512i v = _mm512_loadu_si512(r + i);
+      for (int64_t kx = 1; kx < kw; ++kx) v = _mm512_max_epi32(v, _mm512_loadu_si512(r + i + kx));
+      _mm512_mask_storeu_epi32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
+    }
+    return;
+  }
+  if (sw == 2 && kw <= 32) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int64_t i = 0; i < n; i += 16) {
+      const int32_t* b = r + 2 * i;
+      __m512i v = _mm512_permutex2var_epi32(_mm512_loadu_si512(b), evens, _mm512_loadu_si512(b + 16));
+      for (int64_t kx = 1; kx < kw; ++kx)
+        v = _mm512_max_epi32(v, _mm512_permutex2var_epi32(_mm512_loadu_si512(b + kx), evens, _mm512_loadu_si512(b + kx + 16)));
+      _mm512_mask_storeu_epi32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
+    }
+    return;
+  }
+  max_window_i32_generic(r, y, n, kw, sw);
+}
+
+}  // namespace
+
+void max_pool_i32(const PoolPlaneI32& p) {
+  if (p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 && p.pt == 0 && p.pl == 0 && 2 * p.oh <= p.h && 2 * p.ow <= p.w) {
+    // every window inside the plane (the common 2x2 pool): both rows and the pair max in registers
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    for (int64_t oy = 0; oy < p.oh; ++oy) {
+      const int32_t* r0 = p.x + 2 * oy * p.w;
+      const int32_t* r1 = r0 + p.w;
+      for (int64_t i = 0; i < p.ow; i += 16) {
+        const int64_t cnt = p.ow - i < 16 ? p.ow - i : 16;
+        const __mmask16 m0 = tail_mask(static_cast<int>(2 * cnt)), m1 = tail_mask(static_cast<int>(2 * cnt - 16 > 0 ? 2 * cnt - 16 : 0));
+        const __m512i a = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m0, r0 + 2 * i), _mm512_maskz_loadu_epi32(m0, r1 + 2 * i));
+        const __m512i b = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m1, r0 + 2 * i + 16), _mm512_maskz_loadu_epi32(m1, r1 + 2 * i + 16));
+        const __m512i v = _mm512_max_epi32(_mm512_permutex2var_epi32(a, evens, b), _mm512_permutex2var_epi32(a, odds, b));
+        _mm512_mask_storeu_epi32(p.y + oy * p.ow + i, tail_mask(static_cast<int>(cnt)), v);
+      }
+    }
+    return;
+  }
+  max_pool_i32_with(p, max_rows_i32, max_window_i32);
 }
 
 }  // namespace isa_avx512

@@ -35,10 +35,15 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
   edge_levels_generic(acc, y, n, bias, t);
 }
 void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) { qrelu_generic(x, y, n, t); }
+void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size, uint8_t* y,
+               size_t n, const FloatThresholds* t) {
+  add_qrelu_generic(a, b, lv, table256, y, n, t);
+}
 void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) { qdecode_generic(x, y, n, table256); }
 void depthwise(const DepthwisePlane& p) { depthwise_generic(p); }
 void pack_panel(const PanelPack& p) { pack_panel_with(p, copy_run_generic); }
 void max_pool(const PoolPlane& p) { max_pool_plane_with(p, max_rows_generic, max_window_generic); }
+void max_pool_i32(const PoolPlaneI32& p) { max_pool_i32_with(p, max_rows_i32_generic, max_window_i32_generic); }
 
 }  // namespace isa_baseline
 }  // namespace wq

@@ -117,6 +117,14 @@ inline void qrelu_generic(const float* x, uint8_t* y, size_t n, const wq::FloatT
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, x[i]));
 }
 
+inline void add_qrelu_generic(const float* a, const float* b, const uint8_t* lv, const float* table256, uint8_t* y,
+                              size_t n, const wq::FloatThresholds* t) {
+  for (size_t i = 0; i < n; ++i) {
+    const float v = a[i] + (lv != nullptr ? table256[lv[i]] : b[i]);
+    y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, v));
+  }
+}
+
 inline void qdecode_generic(const uint8_t* x, float* y, size_t n, const float* table256) {
   for (size_t i = 0; i < n; ++i) y[i] = table256[x[i]];
 }
@@ -236,6 +244,62 @@ inline void max_pool_plane_with(const wq::PoolPlane& p, Rows rows, Window window
     };
     for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
     if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw, p.dw);
+    for (int64_t ox = hi; ox < p.ow; ++ox) edge(ox);
+  }
+}
+
+// ---- QConvMaxPool: max pool of int32 accumulators (PoolPlaneI32, dilation 1) ----
+
+inline void max_rows_i32_generic(int32_t* __restrict acc, const int32_t* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] > x[i] ? acc[i] : x[i];
+}
+
+// y[i] = max over kx < kw of r[i·sw + kx], for i < n (every index read lies inside r)
+inline void max_window_i32_generic(const int32_t* __restrict r, int32_t* __restrict y, int64_t n, int64_t kw,
+                                   int64_t sw) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* w = r + i * sw;
+    int32_t m = w[0];
+    for (int64_t kx = 1; kx < kw; ++kx) m = w[kx] > m ? w[kx] : m;
+    y[i] = m;
+  }
+}
+
+// The rows of each window reduced into rowmax (rows), then the windows along it (window, for the outputs whose
+// window lies inside the row; the edges scalar), as max_pool_plane_with.
+template <class Rows, class Window>
+inline void max_pool_i32_with(const wq::PoolPlaneI32& p, Rows rows, Window window) {
+  const int64_t lo = g_min(p.ow, (p.pl + p.sw - 1) / p.sw);
+  const int64_t last = p.w - p.kw + p.pl;   // largest ox·sw allowed
+  const int64_t hi = g_max(lo, g_min(p.ow, last >= 0 ? last / p.sw + 1 : 0));
+  constexpr int32_t kMin = -2147483647 - 1;
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    int32_t* out = p.y + oy * p.ow;
+    bool any = false;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      const int64_t iy = oy * p.sh + ky - p.pt;
+      if (iy < 0 || iy >= p.h) continue;
+      if (!any) {
+        for (int64_t i = 0; i < p.w; ++i) p.rowmax[i] = p.x[iy * p.w + i];
+        any = true;
+      } else {
+        rows(p.rowmax, p.x + iy * p.w, p.w);
+      }
+    }
+    if (!any) {
+      for (int64_t ox = 0; ox < p.ow; ++ox) out[ox] = kMin;
+      continue;
+    }
+    auto edge = [&](int64_t ox) {
+      int32_t m = kMin;
+      for (int64_t kx = 0; kx < p.kw; ++kx) {
+        const int64_t ix = ox * p.sw - p.pl + kx;
+        if (ix >= 0 && ix < p.w) m = p.rowmax[ix] > m ? p.rowmax[ix] : m;
+      }
+      out[ox] = m;
+    };
+    for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
+    if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw);
     for (int64_t ox = hi; ox < p.ow; ++ox) edge(ox);
   }
 }

@@ -20,7 +20,10 @@
   void qdecode(const uint8_t* x, float* y, size_t n, const float* table256);                                     \
   void depthwise(const DepthwisePlane& p);                                                                       \
   void pack_panel(const PanelPack& p);                                                                         \
-  void max_pool(const PoolPlane& p);
+  void max_pool(const PoolPlane& p);                                                                             \
+  void max_pool_i32(const PoolPlaneI32& p);                                                                      \
+  void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,         \
+                 uint8_t* y, size_t n, const FloatThresholds* t);
 
 namespace wq {
 namespace isa_baseline { WQ_DECLARE_ISA_ENTRY_POINTS }

@@ -8,6 +8,13 @@
 // together, so small late layers still fill whole panels at batch 32. With AVX-512 the output edge (bias, power of
 // two scale or threshold search) is applied to the accumulators in registers.
 // Depthwise path (group == C == M): a direct per-plane kernel over a zero-padded plane.
+//
+// QConvMaxPool (runtime-internal, never stored: wqcompile.runtime fuses a QConv with levels out and the MaxPool
+// that reads it): the same convolution with the output edge replaced by acc + bias as int32 ("raw"), a max pool
+// of those accumulators (isa.max_pool_i32), then the quantizer on the pooled values only. The quantizer
+// level = #{j : T_j ≤ acc} is non-decreasing in acc, so max-then-quantize equals quantize-then-max bit for bit,
+// with a quarter (2x2 pools) of the threshold searches. Images run in chunks whose accumulators stay cache-sized.
+
 #include <algorithm>
 #include <cstring>
 
@@ -30,17 +37,28 @@ struct Geometry {
   int64_t pt, pl, pb, pr;
 };
 
+// The MaxPool fused by QConvMaxPool (attributes pool_kernel_shape, pool_strides, pool_pads; dilation 1,
+// ceil_mode 0, explicit pads smaller than the kernel, so no window is ever empty).
+struct PoolAttrs {
+  bool on = false;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1;
+  int64_t pads[4] = {0, 0, 0, 0};
+};
+
 class QConvKernel : public Kernel {
  public:
-  QConvKernel(const OrtKernelInfo* info, const Signature& sig);
+  QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool);
   void Compute(OrtKernelContext* ctx) override;
 
  private:
   std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
   Geometry geometry(const InputView& x) const;
-  void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y) const;
+  // raw: y is int32 acc + bias (QConvMaxPool), not the output edge
+  void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
+                bool raw = false) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                     void* y) const;
+                     void* y, bool raw = false) const;
+  void compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
 
   std::string where_;
   LayerAttrs attrs_;
@@ -49,12 +67,13 @@ class QConvKernel : public Kernel {
   std::vector<int64_t> pads_{0, 0, 0, 0};
   std::string auto_pad_ = "NOTSET";
   bool x_levels_ = false, levels_out_ = false;
+  PoolAttrs pool_;   // QConvMaxPool
   const IsaKernels* isa_ = nullptr;
   std::shared_ptr<const ConvWeights> constant_;   // set at creation when every operand is an initializer
 };
 
-QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig) {
-  where_ = where_of("QConv", info);
+QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool) {
+  where_ = where_of(pool ? "QConvMaxPool" : "QConv", info);
   isa_ = &select_isa();
   x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
@@ -84,6 +103,21 @@ QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig) {
   if (auto_pad_.empty()) auto_pad_ = "NOTSET";
   if (auto_pad_ != "NOTSET" && auto_pad_ != "VALID" && auto_pad_ != "SAME_UPPER" && auto_pad_ != "SAME_LOWER")
     fail(where_, "unknown auto_pad '" + auto_pad_ + "'");
+  if (pool) {
+    if (!levels_out_) fail(where_, "the fused max pool needs uint8 level output (thresholds)");
+    std::vector<int64_t> k, ps{1, 1}, pp{0, 0, 0, 0};
+    if (!get_ints_attr(info, "pool_kernel_shape", &k) || k.size() != 2 || k[0] < 1 || k[1] < 1 || k[0] > big || k[1] > big)
+      fail(where_, "pool_kernel_shape must be 2 positive sizes");
+    get_ints_attr(info, "pool_strides", &ps);
+    get_ints_attr(info, "pool_pads", &pp);
+    if (ps.size() != 2 || pp.size() != 4 || ps[0] < 1 || ps[1] < 1 || ps[0] > big || ps[1] > big)
+      fail(where_, "bad pool_strides " + shape_str(ps) + " / pool_pads " + shape_str(pp));
+    for (int d = 0; d < 4; ++d)
+      if (pp[d] < 0 || pp[d] >= k[d % 2]) fail(where_, "pool_pads " + shape_str(pp) + " must be ≥ 0 and smaller than the kernel");
+    pool_.on = true;
+    pool_.kh = k[0], pool_.kw = k[1], pool_.sh = ps[0], pool_.sw = ps[1];
+    for (int d = 0; d < 4; ++d) pool_.pads[d] = pp[d];
+  }
   LayerOperands ops;
   if (constant_operands(info, where_, &ops)) constant_ = pack(ops);
 }
@@ -149,6 +183,10 @@ void QConvKernel::Compute(OrtKernelContext* ctx) {
   if (x.type != want) fail(where_, std::string("input must be ") + type_name(want) + ", got " + type_name(x.type));
   std::shared_ptr<const ConvWeights> cw = constant_ ? constant_ : pack(run_operands(ctx, where_));
   const Geometry g = geometry(x);
+  if (pool_.on) {
+    compute_pooled(ctx, *cw, g, x);
+    return;
+  }
   void* y = allocate_output(ctx, 0, {g.n, m_, g.oh, g.ow});
   if (g.n == 0) return;
   // the input's mantissas are made plane by plane inside each path, straight into the layout it reads
@@ -157,12 +195,12 @@ void QConvKernel::Compute(OrtKernelContext* ctx) {
 }
 
 void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                                void* y) const {
+                                void* y, bool raw) const {
   const PreparedLayer& L = *cw.layer;
   const int64_t planes = g.n * g.c, plane_out = g.oh * g.ow;
   const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
   checked_numel({hp, wp}, where_, "padded plane");
-  const size_t out_bytes = L.fused() ? 1 : 4;
+  const size_t out_bytes = L.fused() && !raw ? 1 : 4;
   // about 64k outputs per task, but at least 16 tasks when there are enough planes (small late layers)
   const int64_t per_task = std::max<int64_t>(1, std::min((int64_t(1) << 16) / plane_out, (planes + 15) / 16));
   const int64_t tasks = (planes + per_task - 1) / per_task;
@@ -190,6 +228,12 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
       p.oh = g.oh, p.ow = g.ow;
       p.scratch = scratch;
       isa_->depthwise(p);
+      if (raw) {
+        int32_t* dst = static_cast<int32_t*>(y) + plane * plane_out;
+        const int32_t b = L.bias[static_cast<size_t>(ch)];
+        for (int64_t i = 0; i < plane_out; ++i) dst[i] = acc[i] + b;
+        continue;
+      }
       edge_segment(*isa_, L, L.row_of(ch), acc, L.bias[static_cast<size_t>(ch)],
                    static_cast<char*>(y) + plane * plane_out * out_bytes, plane_out);
     }
@@ -200,7 +244,7 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
 // (the second 0 when cg is odd), with a zero border of the convolution's pads. Its rows are what the im2col panels
 // copy, so packing is plain copies of pair runs.
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                           void* y) const {
+                           void* y, bool raw) const {
   const PreparedLayer& L = *cw.layer;
   const IsaKernels& isa = *isa_;
   const int64_t mg = m_ / group_, nq = (cg_ + 1) / 2, kpairs = cw.kp / 2;
@@ -242,7 +286,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
   const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << 20) / (panel_elems * 4));
   const int64_t row_chunk = 4 * mr;
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
-  const size_t out_bytes = L.fused() ? 1 : 4;
+  const size_t out_bytes = L.fused() && !raw ? 1 : 4;
   // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
   bool fast_edge = true;
   for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
@@ -281,7 +325,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0);
       const int64_t n0 = j0 / P, n1 = (j0 + ncols - 1) / P;
       alignas(64) int32_t c[8 * 64];
-      const bool fuse = isa.gemm_tile_edge != nullptr && n0 == n1 && fast_edge;
+      const bool fuse = isa.gemm_tile_edge != nullptr && n0 == n1 && (fast_edge || raw);
       for (int64_t r0 = r_begin; r0 < r_end; r0 += mr) {
         const int rows = static_cast<int>(std::min(mr, r_end - r0));
         const int64_t o0 = grp * mg + r0;
@@ -297,7 +341,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
             scale[r] = L.scale[static_cast<size_t>(gr)];
             out[r] = static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
           }
-          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out};
+          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw};
           isa.gemm_tile_edge(cw.a.data() + o0 * cw.kp, static_cast<size_t>(cw.kp), bp, ldb,
                              static_cast<size_t>(kpairs), rows, static_cast<int>(ncols), edge);
           continue;
@@ -312,7 +356,14 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
           while (j < j0 + ncols) {
             const int64_t n = j / P, p = j % P, len = std::min(j0 + ncols - j, P - p);
             char* dst = static_cast<char*>(y) + ((n * m_ + o) * P + p) * out_bytes;
-            edge_segment(isa, L, L.row_of(o), acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
+            if (raw) {
+              int32_t* d = reinterpret_cast<int32_t*>(dst);
+              const int32_t* a = acc + (j - j0);
+              const int32_t b = L.bias[static_cast<size_t>(o)];
+              for (int64_t i = 0; i < len; ++i) d[i] = a[i] + b;
+            } else {
+              edge_segment(isa, L, L.row_of(o), acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
+            }
             j += len;
           }
         }
@@ -344,8 +395,63 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
   }
 }
 
+// QConvMaxPool: chunks of images, each convolved into int32 acc + bias (thread scratch slot 6 of this thread), then
+// every (image, channel) plane pooled (slots 4, 5 of the worker) and quantized.
+void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g,
+                                 const InputView& x) const {
+  const PreparedLayer& L = *cw.layer;
+  int64_t out[2];
+  const int64_t in[2] = {g.oh, g.ow}, k[2] = {pool_.kh, pool_.kw}, s[2] = {pool_.sh, pool_.sw};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t span = in[d] + pool_.pads[d] + pool_.pads[d + 2] - k[d];
+    if (span < 0) fail(where_, "the pool kernel does not fit the padded convolution output");
+    out[d] = span / s[d] + 1;
+  }
+  const int64_t ph = out[0], pw = out[1], plane = g.oh * g.ow, pooled = ph * pw;
+  checked_numel({g.n, m_, ph, pw}, where_, "output");
+  auto* y = static_cast<uint8_t*>(allocate_output(ctx, 0, {g.n, m_, ph, pw}));
+  if (g.n == 0) return;
+  // about 512 KiB of accumulators per chunk (at least one image)
+  const int64_t per_image = m_ * plane;
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, per_image));
+  const size_t x_bytes = x_levels_ ? 1 : 4;
+  const int64_t x_image = g.c * g.h * g.w;
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const int64_t cn = std::min(chunk, g.n - n0);
+    InputView xs = x;
+    xs.shape[0] = cn;
+    xs.numel = cn * x_image;
+    xs.data = static_cast<const char*>(x.data) + n0 * x_image * x_bytes;
+    Geometry gc = g;
+    gc.n = cn;
+    int32_t* raw = thread_scratch<int32_t>(6, static_cast<size_t>(cn * per_image));
+    if (!cw.filters.empty()) run_depthwise(ctx, cw, gc, xs, raw, true);
+    else run_gemm(ctx, cw, gc, xs, raw, true);
+    const int64_t planes = cn * m_;
+    const int64_t per_task = std::max<int64_t>(1, std::min((int64_t(1) << 15) / plane, (planes + 15) / 16));
+    parallel_for(ctx, static_cast<size_t>((planes + per_task - 1) / per_task), [&](size_t t) {
+      PoolPlaneI32 p{};
+      p.h = g.oh, p.w = g.ow, p.oh = ph, p.ow = pw;
+      p.kh = pool_.kh, p.kw = pool_.kw, p.sh = pool_.sh, p.sw = pool_.sw, p.pt = pool_.pads[0], p.pl = pool_.pads[1];
+      p.y = thread_scratch<int32_t>(4, static_cast<size_t>(pooled));
+      p.rowmax = thread_scratch<int32_t>(5, static_cast<size_t>(g.ow + 2 * pool_.kw + 96));
+      const int64_t p0 = static_cast<int64_t>(t) * per_task, p1 = std::min(planes, p0 + per_task);
+      for (int64_t i = p0; i < p1; ++i) {
+        const int64_t o = i % m_;
+        p.x = raw + i * plane;
+        isa_->max_pool_i32(p);
+        // bias is already in the accumulators
+        edge_segment(*isa_, L, L.row_of(o), p.y, 0, y + (n0 * m_ + i) * pooled, pooled);
+      }
+    });
+  }
+}
+
 }  // namespace
 
-Kernel* create_qconv(const OrtKernelInfo* info, const Signature& sig) { return new QConvKernel(info, sig); }
+Kernel* create_qconv(const OrtKernelInfo* info, const Signature& sig) { return new QConvKernel(info, sig, false); }
+Kernel* create_qconv_maxpool(const OrtKernelInfo* info, const Signature& sig) {
+  return new QConvKernel(info, sig, true);
+}
 
 }  // namespace wq

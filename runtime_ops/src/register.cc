@@ -31,11 +31,15 @@ std::vector<CustomOp*>* build_table() {
       // X, W, codebook, [x_table], [bias], [thresholds]
       ops->push_back(new CustomOp({"QConv", {x, U8, I16, I16, I32, thresholds}, 3, {y}}, create_qconv));
       ops->push_back(new CustomOp({"QGemm", {x, U8, I16, I16, I32, thresholds}, 3, {y}}, create_qgemm));
+      // runtime-internal (wqcompile.runtime): QConv with levels out + MaxPool
+      if (y == U8) ops->push_back(new CustomOp({"QConvMaxPool", {x, U8, I16, I16, I32, I32}, 3, {U8}}, create_qconv_maxpool));
     }
   }
   ops->push_back(new CustomOp({"QRelu", {F32, F32}, 2, {U8}}, create_qrelu));
   ops->push_back(new CustomOp({"QDecode", {U8, F32}, 2, {F32}}, create_qdecode));
   ops->push_back(new CustomOp({"LevelMaxPool", {U8}, 1, {U8}}, create_level_maxpool));   // runtime-internal
+  ops->push_back(new CustomOp({"AddQRelu", {F32, F32, F32}, 3, {U8}}, create_add_qrelu));   // runtime-internal
+  ops->push_back(new CustomOp({"AddDecodeQRelu", {F32, U8, F32, F32}, 4, {U8}}, create_add_decode_qrelu));
   return ops;
 }
 

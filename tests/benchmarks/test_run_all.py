@@ -79,7 +79,7 @@ def test_readme_lists_recipe_rows_after_the_paper_row():
     main, _, recipes = text.partition("Post-training recipes")
     assert "| (4,4) | −2.00 (20.0 dB) |" in main and "12.5" not in main        # the main table: paper rows only
     lines = [l for l in recipes.splitlines() if l.startswith("| (4,4)")]
-    assert lines[0].startswith("| (4,4) | paper") and "+ GPTQ + refinement, lloyd acts | −0.50 (20.0 dB)" in lines[1]
+    assert lines[0].startswith("| (4,4) | paper") and "+ GPTQ + refinement (the default), lloyd acts | −0.50 (20.0 dB)" in lines[1]
     assert lines[1].endswith("| 8.00 | 12.5 |")
 
 

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common.h"
 #include "integer_gemm_isa.h"
@@ -82,34 +84,50 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
     lo += in_bucket[b];
   }
   // the 32-bit index (see ThresholdTable::packed) over the reachable thresholds: prepare_layer enforces
-  // |acc| ≤ 2^30 - 1, so thresholds ≥ 2^30 (the compiler's clamp for unreachable ones) are never met and stay out
-  int reach[1024] = {0};
-  for (int j = 0; j < count && t[j] < (int32_t(1) << 30); ++j) ++reach[threshold_bucket(t[j])];
-  in_bucket = reach;
-  out->packed_ok = count >= 1 && t[0] >= 1;
-  lo = 0;
-  for (int b = 0; b < 1024 && out->packed_ok; ++b) {
-    uint32_t L = 0, R = 0;
-    const int e = (b - 1) / 32, m = (b - 1) % 32;
-    if (b == 0) {
-      // v ≤ 0 < t[0]: never looked up
-    } else if (in_bucket[b] == 0) {
-      // lo = 0: below t[0], never looked up (R = 2^24 - 1 all the same)
-      L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;
-      R = lo > 0 ? 0u : 0xFFFFFFu;
-    } else if (e < 5) {   // width 1: every threshold in it equals v
-      L = static_cast<uint32_t>(lo + in_bucket[b] - 1);
-    } else if (in_bucket[b] == 1) {
-      const int64_t start = static_cast<int64_t>(32 + m) << (e - 5);
-      const int64_t r = static_cast<int64_t>(t[lo]) - start;
-      if (r < 0 || r > 0xFFFFFF) out->packed_ok = false;   // cannot happen below 2^30 (width ≤ 2^24)
-      L = static_cast<uint32_t>(lo);
-      R = static_cast<uint32_t>(r & 0xFFFFFF);
-    } else {
-      out->packed_ok = false;
+  // |acc| ≤ 2^30 - 1, so thresholds ≥ 2^30 (the compiler's clamp for unreachable ones) are never met and stay out.
+  // The coarsest resolution P in 5..9 that keeps every bucket of width > 1 to at most one threshold.
+  out->packed_ok = false;
+  out->packed.clear();
+  if (count < 1 || t[0] < 1) return;
+  int reachable = 0;
+  while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
+  for (int p = 5; p <= 9 && !out->packed_ok; ++p) {
+    const int nb = 32 << p;
+    std::vector<int> in_b(static_cast<size_t>(nb), 0);
+    for (int j = 0; j < reachable; ++j) ++in_b[static_cast<size_t>(threshold_bucket_p(t[j], p))];
+    std::vector<uint32_t> packed(static_cast<size_t>(nb), 0u);
+    bool ok = true;
+    lo = 0;
+    for (int b = 0; b < nb && ok; ++b) {
+      uint32_t L = 0, R = 0;
+      const int e = (b - 1) >> p, m = (b - 1) & ((1 << p) - 1);
+      const int k = in_b[static_cast<size_t>(b)];
+      if (b == 0) {
+        // v ≤ 0 < t[0]: never looked up
+      } else if (k == 0) {
+        // lo = 0: below t[0], never looked up (R = 2^24 - 1 all the same)
+        L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;
+        R = lo > 0 ? 0u : 0xFFFFFFu;
+      } else if (e < p) {   // width 1: every threshold in it equals v
+        L = static_cast<uint32_t>(lo + k - 1);
+      } else if (k == 1) {
+        const int64_t start = static_cast<int64_t>((int64_t(1) << p) + m) << (e - p);
+        const int64_t r = static_cast<int64_t>(t[lo]) - start;
+        if (r < 0 || r > 0xFFFFFF) ok = false;   // cannot happen below 2^30 (width ≤ 2^(30-P))
+        L = static_cast<uint32_t>(lo);
+        R = static_cast<uint32_t>(r & 0xFFFFFF);
+      } else {
+        ok = false;
+      }
+      packed[static_cast<size_t>(b)] = L | R << 8;
+      lo += k;
     }
-    out->packed[b] = L | R << 8;
-    lo += in_bucket[b];
+    if (!ok) continue;
+    out->packed_ok = true;
+    out->packed_bits = p;
+    out->packed_shift = 23 - p;
+    out->packed_key_bias = (127 << p) - 1;
+    out->packed = std::move(packed);
   }
 }
 

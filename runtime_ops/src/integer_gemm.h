@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace wq {
 
@@ -33,15 +34,30 @@ struct ThresholdTable {
   alignas(64) uint64_t bucket[1024];
   // The same index in one int32 per bucket (one 16-lane dword gather instead of two qword gathers, ~3x faster on
   // AVX-512): packed[b] = L | R << 8 with level = L + [v - start(b) ≥ R] for v ≥ t[0] in bucket b, start(b) = v
-  // with the bits below its leading one and 5 more cleared. A bucket with no threshold: L = lo - 1, R = 0; one
-  // threshold: L = lo, R = t - start(b); a bucket of width 1 (v < 32) with k equal thresholds: L = lo + k - 1,
+  // with the bits below its leading one and P more cleared (P = packed_bits, below). A bucket with no threshold: L = lo - 1, R = 0; one
+  // threshold: L = lo, R = t - start(b); a bucket of width 1 (v < 2^P) with k equal thresholds: L = lo + k - 1,
   // R = 0. Thresholds ≥ 2^30 are left out: prepare_layer enforces |acc| ≤ 2^30 - 1, so they are never met
   // (the compiler clamps unreachable ones, e.g. above a folded Clip, to 2^30). Used only when every threshold is
-  // ≥ 1 and every bucket of width > 1 holds at most one of the others (packed_ok; WQ log-spaced sets always,
-  // their duplicates are small integers); else the 64-bit index above.
+  // ≥ 1 and every bucket of width > 1 holds at most one of the others (packed_ok; WQ log-spaced sets always at
+  // P = 5, their duplicates are small integers); else the 64-bit index above.
+  // The resolution is chosen per table (packed_bits = P, 5..9 bits below the leading one: the smallest for which the
+  // condition above holds, so near-uniform 8-bit sets such as Lloyd's or linear ones, denser than 1/32 octave at
+  // their top, also get the one-gather path): bucket = 1 + 2^P·e + m (m the P bits below the leading one), 32·2^P
+  // entries (≤ 64 KiB), start(b) = v with the bits below its leading one and P more cleared.
   bool packed_ok = false;
-  alignas(64) uint32_t packed[1024];
+  int packed_bits = 5;
+  int packed_shift = 18;           // 23 - P: float32 mantissa bits below the bucket's
+  int32_t packed_key_bias = 4063;  // (127 << P) - 1: bucket = (bits(float(v)) >> packed_shift) - packed_key_bias
+  std::vector<uint32_t> packed;    // 32 << P entries when packed_ok
 };
+
+// The bucket of v at P bits of resolution (P = 5 is threshold_bucket): 0 for v ≤ 0, else 1 + 2^P·e + m.
+inline int threshold_bucket_p(int32_t v, int p) {
+  const uint64_t u = v > 0 ? static_cast<uint64_t>(v) : 0;
+  const int e = 31 - __builtin_clz(static_cast<uint32_t>(u | 1u));
+  const int m = static_cast<int>(((u << p) >> e) & ((1u << p) - 1u));
+  return u != 0 ? 1 + (e << p) + m : 0;
+}
 
 constexpr int32_t kBucketSlow = 1 << 16;
 

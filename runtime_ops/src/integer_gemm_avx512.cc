@@ -269,17 +269,18 @@ __attribute__((always_inline)) inline __m512i count_levels_bucketed(__m512i v, c
   return _mm512_maskz_mov_epi32(live, _mm512_mask_add_epi32(lo, _mm512_cmple_epi32_mask(t0, v), lo, _mm512_set1_epi32(1)));
 }
 
-// The 32-bit index (ThresholdTable::packed, when packed_ok): the bucket key as above, start(b) as the conversion
-// with the low 18 bits cleared and converted back (exact), one masked 16-lane dword gather of L | R << 8 and one
+// The 32-bit index (ThresholdTable::packed, when packed_ok): the bucket key as above at the table's resolution
+// (packed_shift = 23 - packed_bits), start(b) as the conversion with the low packed_shift bits cleared and converted back (exact), one masked 16-lane dword gather of L | R << 8 and one
 // unsigned compare of v - start(b) with R. Lanes below t[0] are 0 (their gather is masked off).
 __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, const ThresholdTable* t) {
   const __mmask16 live = _mm512_cmpge_epi32_mask(v, _mm512_set1_epi32(t->padded[0]));
   if (live == 0) return _mm512_setzero_si512();
   const __m512i bits = _mm512_castps_si512(_mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
   // a live lane has v ≥ t[0] ≥ 1: key ≥ 1
-  const __m512i key = _mm512_sub_epi32(_mm512_srli_epi32(bits, 18), _mm512_set1_epi32(4063));
-  const __m512i start = _mm512_cvttps_epi32(_mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(int32_t(0xFFFC0000u)))));
-  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed, 4);
+  const __m128i sh = _mm_cvtsi32_si128(t->packed_shift);
+  const __m512i key = _mm512_sub_epi32(_mm512_srl_epi32(bits, sh), _mm512_set1_epi32(t->packed_key_bias));
+  const __m512i start = _mm512_cvttps_epi32(_mm512_castsi512_ps(_mm512_sll_epi32(_mm512_srl_epi32(bits, sh), sh)));
+  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed.data(), 4);
   const __m512i L = _mm512_and_si512(g, _mm512_set1_epi32(0xFF));
   const __mmask16 up = _mm512_mask_cmpge_epu32_mask(live, _mm512_sub_epi32(v, start), _mm512_srli_epi32(g, 8));
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));

@@ -1,0 +1,111 @@
+"""The 8-bit quantizer's packed bucket index at finer resolutions (ThresholdTable::packed_bits 5..9, chosen per
+table) against #{j : T_j <= acc}: near-uniform 255-threshold sets like the Lloyd and linear activation quantizers
+produce (denser than 1/32 octave at their top end), with jitter, duplicates at the bottom and the 2^30 clamp, and
+accumulators at, around and between them and at bucket starts of every resolution, through the same K = 1 layers
+as test_packed_thresholds.py (QGemm, the register-tiled QConv edge, depthwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.ops.oracles import pack_naive
+from tests.runtime.helpers import ISAS, cpu_has, model_of, run_ort
+from wqcompile.runtime_ops.qconv import qconv_reference
+from wqcompile.runtime_ops.qgemm import qgemm_reference
+
+pytestmark = [pytest.mark.requires_ops_lib]
+
+ISA_PARAMS = [pytest.param(i, marks=pytest.mark.skipif(not cpu_has(i), reason=f"CPU lacks {i}")) for i in ISAS]
+BIAS_MAX = 2**30 - 32768
+DELTAS = np.array([-32767, -4097, -2, -1, 0, 1, 2, 31, 4097, 32767], dtype=np.float32)
+
+
+def _linear(rng, count):
+    """Uniform levels: t_j = round(offset + (j + 1) · step), step from 1 to 2^22 (the top is 1/255 of itself apart)."""
+    step = float(np.exp2(rng.uniform(0, 22)))
+    offset = float(rng.uniform(-0.5, 0.5)) * step
+    return np.round(offset + np.arange(1, count + 1) * step)
+
+
+def _lloyd(rng, count):
+    """Lloyd-like: midpoints of levels whose spacing grows slowly (a peaked distribution), jittered."""
+    top = float(np.exp2(rng.uniform(9, 29.9)))
+    spacing = np.exp(np.linspace(0, float(rng.uniform(0, 2.5)), count)) * (1 + 0.2 * rng.random(count))
+    levels = np.concatenate([[0], np.cumsum(spacing)])
+    levels = levels / levels[-1] * top
+    return np.round((levels[:-1] + levels[1:]) / 2)
+
+
+def _dense_top(rng, count):
+    """Linear thresholds ending just below 2^30 (clamped there), or packed against the top of an octave."""
+    t = _linear(rng, count)
+    if rng.random() < 0.5:
+        t = t / t[-1] * float(rng.uniform(2**29, 2**30 + 2**28))
+    return np.round(t)
+
+
+def _rows(seed):
+    rng = np.random.default_rng(9700 + seed)
+    count = 255 if seed % 3 else int(rng.choice([16, 64, 200]))
+    make = [_linear, _lloyd, _dense_top][seed % 3]
+    rows = []
+    for _ in range(3):
+        t = np.clip(np.sort(make(rng, count)), 1, 2**30)
+        rows.append(t)
+    return rng, np.array(rows, dtype=np.int64).astype(np.int32)
+
+
+def _starts(rng, n):
+    """Bucket starts and ends at resolutions 5..9."""
+    p = rng.integers(5, 10, n)
+    e = rng.integers(0, 30, n)
+    m = rng.integers(0, 1 << 9, n) % (np.int64(1) << p)
+    return np.where(e >= p, ((np.int64(1) << p) + m) << np.maximum(e - p, 0), 1 + rng.integers(0, 512, n))
+
+
+def _biases(rng, rows):
+    bias, row_of = [], []
+    for g, t in enumerate(rows):
+        u = np.unique(t).astype(np.int64)
+        mid = (u[:-1] + u[1:]) // 2
+        s = _starts(rng, 48)
+        for v in np.concatenate([u, u - 1, mid, s, s - 1, np.int64(2) ** np.arange(31) - 1]):
+            bias.append(v)
+            row_of.append(g)
+    return np.clip(np.array(bias, dtype=np.int64), -BIAS_MAX, BIAS_MAX).astype(np.int32), np.array(row_of)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(9))
+@pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
+def test_dense_thresholds(isa, seed, op):
+    rng, rows = _rows(seed)
+    bias, row_of = _biases(rng, rows)
+    n = bias.size
+    thresholds = rows[row_of]
+    codebook = np.ones((n, 2), dtype=np.int16)
+    packed = pack_naive(np.zeros(n, dtype=np.int64), 1)
+    xs = np.concatenate([DELTAS, rng.integers(-32767, 32768, 22).astype(np.float32)])
+    common = dict(w_bits=1, w_shift=[0] * n, x_shift=0, x_max=32767)
+    if op == "QGemm":
+        x = xs.reshape(-1, 1)
+        attrs = dict(common, w_shape=[n, 1])
+        ref = qgemm_reference(x, packed, codebook, None, bias, thresholds, **attrs)
+        acc = x.astype(np.int64) + bias.astype(np.int64)[None, :]
+        want = (thresholds[None, :, :] <= acc[..., None]).sum(-1)
+    else:
+        x = xs.reshape(1, 1, 4, -1)
+        group = n if op == "depthwise" else 1
+        if op == "depthwise":
+            x = np.repeat(x, n, axis=1)
+        attrs = dict(common, w_shape=[n, 1, 1, 1], group=group, strides=[1, 1], pads=[0, 0, 0, 0],
+                     dilations=[1, 1], auto_pad="NOTSET")
+        ref = qconv_reference(x, packed, codebook, None, bias, thresholds, **attrs)
+        acc = x[:, :1].astype(np.int64) + bias.astype(np.int64)[None, :, None, None]
+        want = (thresholds[None, :, None, None, :] <= acc[..., None]).sum(-1)
+    assert np.array_equal(ref, want.astype(np.uint8))
+    model = model_of("QGemm" if op == "QGemm" else "QConv", [("X", x), ("W", packed), ("codebook", codebook),
+                     ("x_table", None), ("bias", bias), ("thresholds", thresholds)], attrs, np.uint8)
+    got = run_ort(model, {"X": x}, isa, threads=1 + seed % 2)
+    assert got.dtype == np.uint8 and np.array_equal(got, ref), f"{int((got != ref).sum())} levels differ"

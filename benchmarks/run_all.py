@@ -348,6 +348,19 @@ def ort_int8(task: Task, workdir: Path) -> onnx.ModelProto:
 # ------------------------------------------------------------------------------------------------------- run
 
 
+def run_config(bits: str, weights: str, acts: str, recipe: str):
+    """The compile configuration of one run, and its activation quantizer as reported (``f``: full precision)."""
+    from wqcompile.config import QuantConfig
+
+    options = dict(RECIPES[recipe])
+    recipe_act = options.pop("act_quantizer", None)        # irrelevant when activations stay in full precision
+    if recipe_act is not None and acts != "f":
+        acts = recipe_act
+    wb, ab = bits.split(",")
+    return QuantConfig(weight_bits=wb, act_bits=ab, weight_quantizer=weights,
+                       act_quantizer="wq" if acts == "f" else acts, progress=False, verify_samples=0, **options), acts
+
+
 def run_model(task: Task, runs: list[tuple[str, str, str]], *, with_ort: bool, out: Path,
               log: Callable[[str], None]) -> list[dict[str, Any]]:
     from wqcompile.api import compile_model
@@ -377,11 +390,7 @@ def run_model(task: Task, runs: list[tuple[str, str, str]], *, with_ort: bool, o
         log(_line(row, fp32_bytes))
     figure_result = None
     for bits, wq, aq, recipe in runs:
-        wb, ab = bits.split(",")
-        options = dict(RECIPES[recipe])
-        aq = options.pop("act_quantizer", aq) if aq != "f" else aq
-        cfg = QuantConfig(weight_bits=wb, act_bits=ab, weight_quantizer=wq, act_quantizer="wq" if aq == "f" else aq,
-                          progress=False, verify_samples=0, **options)
+        cfg, aq = run_config(bits, wq, aq, recipe)
         method = f"{wq}+{aq}" + ("" if recipe == "paper" else f"[{recipe}]")
         try:
             result, elapsed, peak = traced(lambda: compile_model(task.model, task.calib, cfg))

@@ -89,3 +89,14 @@ def test_the_recipe_called_default_is_the_compiler_default():
     assert QuantConfig(**run_all.RECIPES["gptq+lloyd"]) == QuantConfig()
     assert "default" in run_all.RECIPE_LABELS["gptq+lloyd"]
     assert not QuantConfig(**run_all.RECIPES["paper"]).codebook_refinement
+
+
+def test_every_recipe_makes_a_valid_config_at_every_kind_of_bits():
+    for recipe, options in run_all.RECIPES.items():
+        for bits, acts in (("4,4", "wq"), ("4,f", "f"), ("8,8", "linear")):
+            cfg, reported = run_all.run_config(bits, "wq", acts, recipe)
+            assert cfg.codebook_refinement == options.get("codebook_refinement", True)
+            if acts == "f":
+                assert cfg.act_bits is None and reported == "f"
+            else:
+                assert reported == options.get("act_quantizer", acts) == cfg.act_quantizer

@@ -9,17 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.ops.oracles import pack_naive
 from tests.runtime.helpers import ISAS, cpu_has, model_of, run_ort
-from wqcompile.runtime_ops.qconv import qconv_reference
-from wqcompile.runtime_ops.qgemm import qgemm_reference
+from tests.runtime.threshold_cases import BIAS_MAX, check_levels
 from wqcompile.runtime_ops.qrelu import qrelu_reference
 
 pytestmark = [pytest.mark.requires_ops_lib]
 
 ISA_PARAMS = [pytest.param(i, marks=pytest.mark.skipif(not cpu_has(i), reason=f"CPU lacks {i}")) for i in ISAS]
-BIAS_MAX = 2**30 - 32768
-DELTAS = np.array([-32767, -4097, -2, -1, 0, 1, 2, 31, 4097, 32767], dtype=np.float32)
 
 
 def _wq_small_ints(rng, count):
@@ -78,33 +74,7 @@ def _biases(rng, rows):
 def test_packed_index_edges(isa, seed, op):
     rng, rows = _rows(seed)
     bias, row_of = _biases(rng, rows)
-    n = bias.size
-    thresholds = rows[row_of]
-    codebook = np.ones((n, 2), dtype=np.int16)
-    packed = pack_naive(np.zeros(n, dtype=np.int64), 1)
-    xs = np.concatenate([DELTAS, rng.integers(-32767, 32768, 22).astype(np.float32)])
-    common = dict(w_bits=1, w_shift=[0] * n, x_shift=0, x_max=32767)
-    if op == "QGemm":
-        x = xs.reshape(-1, 1)
-        attrs = dict(common, w_shape=[n, 1])
-        ref = qgemm_reference(x, packed, codebook, None, bias, thresholds, **attrs)
-        acc = x.astype(np.int64) + bias.astype(np.int64)[None, :]
-        want = (thresholds[None, :, :] <= acc[..., None]).sum(-1)
-    else:
-        x = xs.reshape(1, 1, 4, -1)
-        group = n if op == "depthwise" else 1
-        if op == "depthwise":
-            x = np.repeat(x, n, axis=1)
-        attrs = dict(common, w_shape=[n, 1, 1, 1], group=group, strides=[1, 1], pads=[0, 0, 0, 0],
-                     dilations=[1, 1], auto_pad="NOTSET")
-        ref = qconv_reference(x, packed, codebook, None, bias, thresholds, **attrs)
-        acc = x[:, :1].astype(np.int64) + bias.astype(np.int64)[None, :, None, None]
-        want = (thresholds[None, :, None, None, :] <= acc[..., None]).sum(-1)
-    assert np.array_equal(ref, want.astype(np.uint8))
-    model = model_of("QGemm" if op == "QGemm" else "QConv", [("X", x), ("W", packed), ("codebook", codebook),
-                     ("x_table", None), ("bias", bias), ("thresholds", thresholds)], attrs, np.uint8)
-    got = run_ort(model, {"X": x}, isa, threads=1 + seed % 2)
-    assert got.dtype == np.uint8 and np.array_equal(got, ref), f"{int((got != ref).sum())} levels differ"
+    check_levels(rng, rows[row_of], bias, op, isa, threads=1 + seed % 2)
 
 
 # ---- QRelu: the same index on the float32 bits (FloatThresholds::packed) ----

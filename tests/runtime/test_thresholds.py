@@ -10,16 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import ISAS, cpu_has, model_of, run_ort
-from wqcompile.runtime_ops.qconv import qconv_reference
-from wqcompile.runtime_ops.qgemm import qgemm_reference
+from tests.runtime.helpers import ISAS, cpu_has
+from tests.runtime.threshold_cases import BIAS_MAX, DELTAS, check_levels
 
 pytestmark = [pytest.mark.requires_ops_lib]
 
 ISA_PARAMS = [pytest.param(i, marks=pytest.mark.skipif(not cpu_has(i), reason=f"CPU lacks {i}")) for i in ISAS]
-BIAS_MAX = 2**30 - 32768          # |bias| + 32767 stays within the 2^30 - 1 accumulator bound
-DELTAS = np.array([-32767, -4097, -2, -1, 0, 1, 2, 31, 4097, 32767], dtype=np.float32)
 
 
 def _wq_like(rng, count):
@@ -83,34 +79,8 @@ def test_levels_equal_searchsorted(isa, seed, op):
     bias, row_of = _biases(rng, rows)
     n = bias.size
     thresholds = rows[row_of]                       # Gc = N: every output its own row
-    codebook = np.ones((n, 2), dtype=np.int16)      # weight mantissa 1
-    packed = pack_naive(np.zeros(n, dtype=np.int64), 1)
-    xs = np.concatenate([DELTAS, rng.integers(-32767, 32768, 22).astype(np.float32)])
-    common = dict(w_bits=1, w_shift=[0] * n, x_shift=0, x_max=32767)
-    if op == "QGemm":
-        x = xs.reshape(-1, 1)
-        attrs = dict(common, w_shape=[n, 1])
-        ref = qgemm_reference(x, packed, codebook, None, bias, thresholds, **attrs)
-        acc = x.astype(np.int64) + bias.astype(np.int64)[None, :]                 # [B, N]
-        t_of = thresholds[None, :, :]
-    else:   # a 1x1 convolution: dense over one input channel, or depthwise over n copies of it
-        x = xs.reshape(1, 1, 4, -1)
-        group = n if op == "depthwise" else 1
-        if op == "depthwise":
-            x = np.repeat(x, n, axis=1)
-        attrs = dict(common, w_shape=[n, 1, 1, 1], group=group, strides=[1, 1], pads=[0, 0, 0, 0],
-                     dilations=[1, 1], auto_pad="NOTSET")
-        ref = qconv_reference(x, packed, codebook, None, bias, thresholds, **attrs)
-        x1 = x[:, :1]
-        acc = x1.astype(np.int64) + bias.astype(np.int64)[None, :, None, None]    # [1, N, 4, W]
-        t_of = thresholds[None, :, None, None, :]
-    want = (t_of <= acc[..., None]).sum(-1)         # = searchsorted(T, acc, side="right")
-    for g in range(n):
+    acc, want = check_levels(rng, thresholds, bias, op, isa, threads=1 + seed % 2)
+    for g in range(n):                              # the count is searchsorted(T, acc, side="right")
         a = np.moveaxis(acc, 1, 0)[g] if op != "QGemm" else acc[:, g]
         w = np.moveaxis(want, 1, 0)[g] if op != "QGemm" else want[:, g]
         assert np.array_equal(np.searchsorted(thresholds[g], a, side="right"), w)
-    assert np.array_equal(ref, want.astype(np.uint8))
-    model = model_of("QGemm" if op == "QGemm" else "QConv", [("X", x), ("W", packed), ("codebook", codebook), ("x_table", None), ("bias", bias),
-                          ("thresholds", thresholds)], attrs, np.uint8)
-    got = run_ort(model, {"X": x}, isa, threads=1 + seed % 2)
-    assert got.dtype == np.uint8 and np.array_equal(got, ref), f"{int((got != ref).sum())} levels differ"

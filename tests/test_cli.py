@@ -62,6 +62,8 @@ def test_compile_happy_path_writes_model_report_and_prints_summary(files, tmp_pa
     assert {p.name for p in report.iterdir()} == {"report.json", "report.md", "weight_histogram.png"}
     assert json.loads((report / "report.json").read_text())["summary"]["compiled_file_bytes"] == out.stat().st_size
     assert (report / "weight_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    relu = next(l for l in (report / "report.md").read_text().splitlines() if l.startswith("| relu1 |"))
+    assert "| 4, lloyd |" in relu                       # the activation bits and which quantizer chose the levels
     lines = result.stdout.splitlines()
     assert lines[0] == f"compiled {files['model']} -> {out}"
     size = next(line for line in lines if line.strip().startswith("size:"))

@@ -108,20 +108,26 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _act_cell(layer: dict[str, Any]) -> str:
+    """``4, lloyd``: the activation bits and the quantizer that chose the levels (fsr/step exist only for LogQuant)."""
+    bits = layer.get("act_bits")
+    return _fmt(bits) if bits is None or not layer.get("act_method") else f"{bits}, {layer['act_method']}"
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = [f"# wqcompile report: {s.get('model', '')}", ""]
     for key, value in s.items():
         lines.append(f"- **{key}**: {_fmt(value, 4) if isinstance(value, float) else value}")
     lines += ["", "## Layers", "",
-              "| layer | op | w bits | codebook | weighted entropy | weight SQNR dB | act bits | fsr | step | output SQNR dB | packed B | coded B | fp32 B |",
+              "| layer | op | w bits | codebook | weighted entropy | weight SQNR dB | act bits, levels | fsr | step | output SQNR dB | packed B | coded B | fp32 B |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for layer in report["layers"]:
         cb = layer.get("codebook")
         cb_text = "–" if cb is None else (", ".join(f"{v:.3g}" for v in cb) if len(cb) <= 8 else f"{len(cb)} levels, ±{max(abs(v) for v in cb):.3g}")
         lines.append("| " + " | ".join([
             layer["name"], layer.get("op", "Relu"), _fmt(layer.get("weight_bits")), cb_text,
-            _fmt(layer.get("weighted_entropy"), 5), _fmt(layer.get("weight_sqnr_db"), 1), _fmt(layer.get("act_bits")),
+            _fmt(layer.get("weighted_entropy"), 5), _fmt(layer.get("weight_sqnr_db"), 1), _act_cell(layer),
             _fmt(layer.get("fsr")), _fmt(layer.get("step")), _fmt(layer.get("output_sqnr_db"), 1),
             _fmt(layer.get("packed_bytes")), _fmt(layer.get("entropy_coded_bytes")), _fmt(layer.get("fp32_bytes"))]) + " |")
     if report["skipped"]:

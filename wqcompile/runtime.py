@@ -151,16 +151,22 @@ def _poolable(pool: onnx.NodeProto) -> bool:
             and all(0 <= pads[d] < k[d % 2] for d in range(4)))
 
 
-def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """A copy where each QConv with level output (thresholds) whose only consumer is a 2-D MaxPool runs as the
-    library's ``QConvMaxPool``: the accumulators are pooled, then quantized once per pooled output. Exact, because
-    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). Returns (model, nodes fused)."""
-    graph = model.graph
+def _consumer_indices(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Tensor name -> indices of the nodes that read it (in graph order)."""
     consumers: dict[str, list[int]] = {}
     for i, n in enumerate(graph.node):
         for name in n.input:
             if name:
                 consumers.setdefault(name, []).append(i)
+    return consumers
+
+
+def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy where each QConv with level output (thresholds) whose only consumer is a 2-D MaxPool runs as the
+    library's ``QConvMaxPool``: the accumulators are pooled, then quantized once per pooled output. Exact, because
+    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). Returns (model, nodes fused)."""
+    graph = model.graph
+    consumers = _consumer_indices(graph)
     outputs = {o.name for o in graph.output}
     pairs = []
     for i, n in enumerate(graph.node):
@@ -205,11 +211,7 @@ def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     table lookups and quantizer. Returns (model, Add nodes fused)."""
     graph = model.graph
     producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(graph.node):
-        for name in n.input:
-            if name:
-                consumers.setdefault(name, []).append(i)
+    consumers = _consumer_indices(graph)
     outputs = {o.name for o in graph.output}
 
     def sole_user(name: str, user: int) -> bool:

@@ -91,21 +91,29 @@ def test_channel_scaled_codebooks_are_one_shared_codebook_times_a_scale():
     assert len(result.context.weights["conv1"].codebooks) == 8
 
 
-def test_fp32_target_refinement_never_increases_the_fp32_target_error():
-    from wqcompile.passes.refine_codebooks import collect_joint_moments, fp32_session, target_error
+def _fp32_target_layers(granularity: str):
+    """Yields ``(ctx, layer, joint moments with S_ff)`` per weight layer of the tiny CNN at 3 bits, in topological
+    order. Each layer's simulation is built when it is reached, so a caller may replace ``ctx.weights`` as it goes."""
+    from wqcompile.passes.refine_codebooks import collect_joint_moments, fp32_session
     from wqcompile.passes.sequential_calibrate import simulation_model
 
     model, calib = tiny_cnn(), calib_data()
+    ctx = CompileContext(config=QuantConfig(progress=False, weight_bits=3, weight_granularity=granularity),
+                         calibration=calib, source_model=model)
+    graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
+    base = export_model(graph, ctx)
+    fp = fp32_session(base, ctx)
+    acts = {a.output for a in ctx.act_layers.values()}
+    for name in [n.name for n in graph.nodes if n.name in ctx.weights]:
+        sim = simulation_model(base, ctx, [d for d in ctx.weights if d != name], acts)
+        yield ctx, name, collect_joint_moments(sim, fp, graph, ctx, [name], calib, keep_fp=True)[name]
+
+
+def test_fp32_target_refinement_never_increases_the_fp32_target_error():
+    from wqcompile.passes.refine_codebooks import target_error
+
     for granularity in ("tensor", "channel"):
-        ctx = CompileContext(config=QuantConfig(progress=False, weight_bits=3, weight_granularity=granularity),
-                             calibration=calib, source_model=model)
-        graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
-        base = export_model(graph, ctx)
-        fp = fp32_session(base, ctx)
-        acts = {a.output for a in ctx.act_layers.values()}
-        for name in [n.name for n in graph.nodes if n.name in ctx.weights]:
-            sim = simulation_model(base, ctx, [d for d in ctx.weights if d != name], acts)
-            jm = collect_joint_moments(sim, fp, graph, ctx, [name], calib, keep_fp=True)[name]
+        for ctx, name, jm in _fp32_target_layers(granularity):
             fitted = ctx.weights[name]
             refined = refine_layer(fitted, jm.factor(), cross=jm.cross)
             before, after = target_error(fitted, jm), target_error(refined, jm)
@@ -151,20 +159,10 @@ def test_refinement_is_skipped_for_a_calibration_source_that_can_be_read_once():
 
 @pytest.mark.parametrize("granularity", ["tensor", "channel"])
 def test_gptq_then_refit_lowers_the_fp32_target_error_below_the_refit_alone(granularity):
-    from wqcompile.passes.refine_codebooks import collect_joint_moments, fp32_session, refit_layer, target_error
-    from wqcompile.passes.sequential_calibrate import simulation_model
+    from wqcompile.passes.refine_codebooks import refit_layer, target_error
 
-    model, calib = tiny_cnn(), calib_data()
-    ctx = CompileContext(config=QuantConfig(progress=False, weight_bits=3, weight_granularity=granularity),
-                         calibration=calib, source_model=model)
-    graph = PassManager(default_pipeline()).run(import_graph(model), ctx, until="FitActivationsPass").graph
-    base = export_model(graph, ctx)
-    fp = fp32_session(base, ctx)
-    acts = {a.output for a in ctx.act_layers.values()}
     total = {False: 0.0, True: 0.0}
-    for name in [n.name for n in graph.nodes if n.name in ctx.weights]:
-        sim = simulation_model(base, ctx, [d for d in ctx.weights if d != name], acts)
-        jm = collect_joint_moments(sim, fp, graph, ctx, [name], calib, keep_fp=True)[name]
+    for ctx, name, jm in _fp32_target_layers(granularity):
         for gptq in (False, True):
             refit = refit_layer(ctx.weights[name], jm, gptq=gptq)
             total[gptq] += target_error(refit, jm)

@@ -76,17 +76,10 @@ def fit_lloyd_act(hist: LogHistogram, levels: int, *, name: str = "activation", 
     points = lo[:, None] + (hi - lo)[:, None] * frac[None, :]       # evenly inside each bin, linear scale
     weights = np.repeat(hist.counts[nz].astype(np.float64) / SUBPOINTS, SUBPOINTS)
     stats = SortedStats(points.ravel(), weights=weights)
-    best: tuple[float, np.ndarray, str] | None = None
-    for start, fit in (("logmse", fit_logquant_mse), ("linear", fit_linear_act)):
-        init = fit(hist, L, name=name)
-        if init.method == "zero":
-            continue
-        values, err = _lloyd(stats, init.values)
-        if best is None or err < best[0]:
-            best = (err, values, start)
-    if best is None:
-        return ActQuantizer.zero(L, info={"mse": None})
-    err, values, start = best
+    # both starts see the same positive bins as above, so neither is the all-zero quantizer here
+    runs = [(*_lloyd(stats, fit(hist, L, name=name).values), start)
+            for start, fit in (("logmse", fit_logquant_mse), ("linear", fit_linear_act))]
+    values, err, start = min(runs, key=lambda r: r[1])     # ties keep the first (logmse) start, as before
     thresholds = 0.5 * (values[1:] + values[:-1])
     mse = err / max(hist.total - hist.n_nan - hist.n_posinf, 1)
     return ActQuantizer(values, thresholds, "lloyd", info={"mse": mse, "start": start})

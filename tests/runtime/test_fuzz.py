@@ -47,6 +47,17 @@ def _run_isolated(build, expect_error=True) -> int:
 
 # --- a valid base layer that each case breaks in one way ----------------------------------------------------------
 
+def _apply(override: dict, parts: dict, attrs: dict) -> None:
+    """An override replaces an input (``parts``) or an attribute; ``None`` for an attribute removes it."""
+    for key, value in override.items():
+        if key in parts:
+            parts[key] = value
+        elif value is None:
+            attrs.pop(key, None)
+        else:
+            attrs[key] = value
+
+
 def _conv(kind="float", **override):
     rng = np.random.default_rng(5)
     ops = random_operands(rng, (4, 2, 3, 3), (1, 4, 6, 6), 18, bits=3, gc=1, kind=kind, with_bias=True)
@@ -55,13 +66,7 @@ def _conv(kind="float", **override):
                  pads=[1, 1, 1, 1])
     out = np.float32
     as_inputs = override.pop("as_inputs", False)
-    for key, value in override.items():
-        if key in parts:
-            parts[key] = value
-        elif value is None:
-            attrs.pop(key, None)
-        else:
-            attrs[key] = value
+    _apply(override, parts, attrs)
     if parts["thresholds"] is not None:
         out = np.uint8
     inputs = list(parts.items())
@@ -77,13 +82,7 @@ def _gemm(**override):
     ops = random_operands(rng, (5, 12), (3, 12), 12, bits=4, gc=5, kind="level", with_bias=False)
     parts = dict(X=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=None, thresholds=None)
     attrs = dict(w_bits=4, w_shape=[5, 12], w_shift=ops.w_shift, x_shift=ops.x_shift)
-    for key, value in override.items():
-        if key in parts:
-            parts[key] = value
-        elif value is None:
-            attrs.pop(key, None)
-        else:
-            attrs[key] = value
+    _apply(override, parts, attrs)
     out = np.uint8 if parts["thresholds"] is not None else np.float32
     return model_of("QGemm", list(parts.items()), attrs, out), {"X": parts["X"]}
 

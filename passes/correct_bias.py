@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 def dequantized_weights(fitted) -> np.ndarray:
     m, k = fitted.matrix.shape
+    if fitted.row_scale is not None:
+        return fitted.codebooks[0].dequantize().reshape(m, k) * np.asarray(fitted.row_scale, dtype=np.float64)[:, None]
     if len(fitted.codebooks) == 1:
         return fitted.codebooks[0].dequantize().reshape(m, k)
     return np.stack([cb.dequantize().reshape(k) for cb in fitted.codebooks])

@@ -163,23 +163,13 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
     of ``W x_q``.
     """
     m, k = fitted.matrix.shape
-    groups = f.shape[0]
     per_row = len(fitted.codebooks) > 1
     idx = (np.stack([np.asarray(cb.indices).reshape(k) for cb in fitted.codebooks]) if per_row
            else np.asarray(fitted.codebooks[0].indices).reshape(m, k))
     levels = fitted.codebooks[0].levels
-    og = m // groups
-    onehot = np.zeros((m, k, levels))
-    onehot[np.arange(m)[:, None], np.arange(k)[None, :], idx] = 1.0
-    e = onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3).reshape(groups, k, og * levels)
-    b = np.matmul(f, e).reshape(groups, f.shape[1], og, levels)                    # [G, r, Og, L]
-    wt = fitted.matrix.reshape(groups, og, k).transpose(0, 2, 1)                   # [G, Kg, Og]
-    if cross is not None:
-        v = np.matmul(cross, wt)                                                   # [G, Kg, Og]: S_qf w_o
-        r_go = np.einsum("gkol,gko->gol", onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3), v)
-    else:
-        y = np.matmul(f, wt)                                                       # [G, r, Og]
-        r_go = np.einsum("grol,gro->gol", b, y)
+    if fitted.row_scale is not None:
+        return _refine_scaled(fitted, idx, f, cross, keep_symmetry)
+    b, r_go = _cluster_terms(fitted.matrix, idx, levels, f, cross, np.ones(m))
     if not per_row:
         g = np.einsum("grok,grol->kl", b, b)
         r = r_go.sum(axis=(0, 1))
@@ -193,6 +183,58 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
         t = symmetry_map(levels) if keep_symmetry and is_symmetric(cb) else None
         out.append(_replace(cb, _solve(g[o], r[o], np.asarray(cb.values), t)))
     return FittedWeights(out, fitted.bits, fitted.matrix)
+
+
+def _cluster_terms(matrix: np.ndarray, idx: np.ndarray, levels: int, f: np.ndarray, cross: np.ndarray | None,
+                   row_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``B_o = s_o · X·onehot(idx_o)`` ``[G, r, Og, L]`` and ``r_o`` ``[G, Og, L]`` (``B_o^T y_o``, or with ``cross``
+    ``s_o · onehot(idx_o)^T S_qf w_o``): the normal equations of the codebook values, per output row."""
+    m, k = matrix.shape
+    groups = f.shape[0]
+    og = m // groups
+    onehot = np.zeros((m, k, levels))
+    onehot[np.arange(m)[:, None], np.arange(k)[None, :], idx] = 1.0
+    onehot *= np.asarray(row_scale, dtype=np.float64)[:, None, None]
+    e = onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3).reshape(groups, k, og * levels)
+    b = np.matmul(f, e).reshape(groups, f.shape[1], og, levels)                    # [G, r, Og, L]
+    wt = matrix.reshape(groups, og, k).transpose(0, 2, 1)                          # [G, Kg, Og]
+    if cross is not None:
+        v = np.matmul(cross, wt)                                                   # [G, Kg, Og]: S_qf w_o
+        r_go = np.einsum("gkol,gko->gol", onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3), v)
+    else:
+        y = np.matmul(f, wt)                                                       # [G, r, Og]
+        r_go = np.einsum("grol,gro->gol", b, y)
+    return b, r_go
+
+
+SCALED_ROUNDS = 3   # alternations of the shared values and the row scales (each step can only lower the error)
+
+
+def _refine_scaled(fitted: FittedWeights, idx: np.ndarray, f: np.ndarray, cross: np.ndarray | None,
+                   keep_symmetry: bool) -> FittedWeights:
+    """Channel-scaled codebook ``ŵ_o = s_o · c[idx_o]``: alternately the shared values ``c`` (the least squares above
+    with ``B_o`` scaled by ``s_o``) and each row's ``s_o = ⟨u_o, S_qf w_o⟩ / ⟨u_o, S_qq u_o⟩`` with ``u_o = c[idx_o]``
+    (``S_qf = S_qq`` without ``cross``). Both are exact minimisers of the same error, so it never increases."""
+    m, k = fitted.matrix.shape
+    groups = f.shape[0]
+    og = m // groups
+    cb = fitted.codebooks[0]
+    c = np.asarray(cb.values, dtype=np.float64)
+    scale = np.asarray(fitted.row_scale, dtype=np.float64).copy()
+    t = symmetry_map(cb.levels) if keep_symmetry and is_symmetric(cb) else None
+    wt = fitted.matrix.reshape(groups, og, k).transpose(0, 2, 1)                   # [G, Kg, Og]
+    target = np.matmul(cross, wt) if cross is not None else np.matmul(f.transpose(0, 2, 1), np.matmul(f, wt))
+    target = target.transpose(0, 2, 1).reshape(m, k)                               # S_qf w_o per row
+    for _ in range(SCALED_ROUNDS):
+        b, r_go = _cluster_terms(fitted.matrix, idx, cb.levels, f, cross, scale)
+        c = _solve(np.einsum("grok,grol->kl", b, b), r_go.sum(axis=(0, 1)), c, t)
+        u = c[idx]                                                                 # [M, K]
+        fu = np.matmul(f, u.reshape(groups, og, k).transpose(0, 2, 1))             # [G, r, Og]
+        den = np.einsum("gro,gro->go", fu, fu).reshape(m)
+        num = np.einsum("ok,ok->o", u, target)
+        ok = den > 1e-300
+        scale[ok] = np.maximum(num[ok] / den[ok], 0.0)   # a negative optimum (sign flip) is left at 0: scales are ≥ 0
+    return FittedWeights([_replace(cb, c)], fitted.bits, fitted.matrix, row_scale=scale)
 
 
 def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = None) -> FittedWeights:
@@ -211,7 +253,9 @@ def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = 
         correction = np.matmul(cross - s, w.transpose(0, 2, 1))                    # [G, Kg, Og]
         w = w + np.linalg.solve(damped(s), correction).transpose(0, 2, 1)
     values = np.stack([np.asarray(cb.values, dtype=np.float64) for cb in fitted.codebooks])
-    values = np.broadcast_to(values, (m, values.shape[1])) if len(fitted.codebooks) == 1 else values
+    if fitted.row_scale is not None:                     # channel-scaled: row o chooses among s_o · c
+        values = np.asarray(fitted.row_scale, dtype=np.float64)[:, None] * values
+    values = np.broadcast_to(values, (m, values.shape[1])) if len(values) == 1 else values
     idx = gptq_assign(w, s, np.ascontiguousarray(values).reshape(groups, og, -1)).reshape(m, k)
     codebooks = []
     for cb_i, cb in enumerate(fitted.codebooks):
@@ -219,7 +263,7 @@ def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = 
         new = rows.reshape(np.shape(cb.indices)).astype(cb.indices.dtype)
         info = dict(cb.info, gptq=True)
         codebooks.append(WeightCodebook(values=cb.values, indices=new, method=cb.method, info=info))
-    return FittedWeights(codebooks, fitted.bits, fitted.matrix)
+    return FittedWeights(codebooks, fitted.bits, fitted.matrix, row_scale=fitted.row_scale)
 
 
 def refit_layer(fitted: FittedWeights, moments, *, gptq: bool, keep_symmetry: bool = KEEP_SYMMETRY) -> FittedWeights:

@@ -129,6 +129,7 @@ class RewritePass(Pass):
             gs.Constant(f"{node.name}.x_table", low.x_table) if low.x_table is not None else empty(),
             gs.Constant(f"{node.name}.bias_int", low.bias) if low.bias is not None else empty(),
             gs.Constant(f"{node.name}.thresholds", low.thresholds) if low.thresholds is not None else empty(),
+            gs.Constant(f"{node.name}.row_scale", low.row_scale) if low.row_scale is not None else empty(),
         ]
         while inputs[-1].name == "":
             inputs.pop()

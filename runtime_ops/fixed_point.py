@@ -14,6 +14,8 @@ import numpy as np
 ACC_LIMIT = 2**30            # |acc| ≤ ACC_LIMIT - 1 is guaranteed at compile time (op-contract §2)
 UNREACHABLE = ACC_LIMIT      # an integer threshold no accumulator can reach
 MAX_MANTISSA_BITS = 15       # mantissas are int16
+ROW_SCALE_BITS = 22          # row_scale r means r · 2^-22 (op-contract §2.1); r ≤ 2^22 keeps |acc · r| < 2^52
+ROW_SCALE_ONE = 1 << ROW_SCALE_BITS
 
 
 def scale_shift(max_value: float, mantissa_bits: int) -> int:

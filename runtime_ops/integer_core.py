@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wqcompile.runtime_ops.fixed_point import quantize_float_input
+from wqcompile.runtime_ops.fixed_point import ROW_SCALE_BITS, ROW_SCALE_ONE, quantize_float_input
 from wqcompile.runtime_ops.packing import unpack_indices
 
 
@@ -59,20 +59,48 @@ def check_bias(op: str, node: str, bias: np.ndarray | None, rows: int) -> np.nda
     return bias
 
 
+def check_row_scale(op: str, node: str, row_scale: np.ndarray | None, rows: int, codebook_rows: int) -> np.ndarray | None:
+    """The optional per-output-channel scale of one shared codebook: int32 [rows] in 0..2^22 (op-contract §2.1)."""
+    if row_scale is None or row_scale.size == 0:
+        return None
+    if row_scale.dtype != np.int32 or row_scale.shape != (rows,):
+        raise _fail(op, node, f"row_scale must be int32 [{rows}], got {row_scale.dtype} {list(row_scale.shape)}")
+    if codebook_rows != 1:
+        raise _fail(op, node, f"row_scale scales one shared codebook, but the codebook has {codebook_rows} rows")
+    if row_scale.min() < 0 or row_scale.max() > ROW_SCALE_ONE:
+        raise _fail(op, node, f"row_scale values must be in 0..2^{ROW_SCALE_BITS}, got "
+                              f"{int(row_scale.min())}..{int(row_scale.max())}")
+    return row_scale
+
+
 def output_edge(op: str, node: str, acc: np.ndarray, channel_axis: int, row_of: np.ndarray, w_shift: list[int],
-                x_shift: int, thresholds: np.ndarray | None) -> np.ndarray:
-    """int32 accumulators → float32 (exact power-of-two scale) or uint8 levels (integer thresholds)."""
+                x_shift: int, thresholds: np.ndarray | None, bias: np.ndarray | None = None,
+                row_scale: np.ndarray | None = None) -> np.ndarray:
+    """int32 accumulators (without bias) → float32 (exact power-of-two scale) or uint8 levels (integer thresholds).
+
+    Without ``row_scale``: ``a = acc + bias``. With it (op-contract §3): the fused output quantizes
+    ``a = floor(acc · r / 2^22) + bias`` and the float output is ``float32(acc · r · 2^-22 + bias)`` (float64 sum).
+    """
     rows = acc.shape[channel_axis]
     shape = [1] * acc.ndim
     shape[channel_axis] = rows
+    acc = acc.astype(np.int64)
+    b = np.zeros(shape, dtype=np.int64) if bias is None else bias.astype(np.int64).reshape(shape)
+    r = None if row_scale is None else row_scale.astype(np.int64).reshape(shape)
     if thresholds is None or thresholds.size == 0:
         scale = -(np.asarray(w_shift, dtype=np.int32)[row_of] + np.int32(x_shift))
-        return np.ldexp(acc.astype(np.float32), scale.reshape(shape).astype(np.int32)).astype(np.float32)
+        if r is None:
+            y = (acc + b).astype(np.int32).astype(np.float32)
+        else:   # acc · r < 2^52 is exact in float64, and so is the power-of-two scale: one rounding in the sum
+            y = (np.ldexp((acc * r).astype(np.float64), -ROW_SCALE_BITS) + b.astype(np.float64)).astype(np.float32)
+        return np.ldexp(y, scale.reshape(shape).astype(np.int32)).astype(np.float32)
+    acc = (acc if r is None else (acc * r) >> ROW_SCALE_BITS) + b     # >> on int64 is floor division
     groups = len(w_shift)
     if thresholds.dtype != np.int32 or thresholds.ndim != 2 or thresholds.shape[0] != groups or not 1 <= thresholds.shape[1] <= 255:
         raise _fail(op, node, f"thresholds must be int32 [{groups}, L-1] with L ≤ 256, got {thresholds.dtype} {list(thresholds.shape)}")
     if np.any(np.diff(thresholds.astype(np.int64), axis=1) < 0):
         raise _fail(op, node, "thresholds must be non-decreasing")
+    acc = acc.astype(np.int32)
     levels = np.empty(acc.shape, dtype=np.uint8)
     moved, out = np.moveaxis(acc, channel_axis, 0), np.moveaxis(levels, channel_axis, 0)
     for o in range(rows):

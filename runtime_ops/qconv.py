@@ -7,7 +7,7 @@ from onnx.reference.op_run import OpRun
 
 from wqcompile.runtime_ops.fixed_point import ACC_LIMIT, accumulator_bound
 from wqcompile.runtime_ops.integer_core import (
-    check_bias, exact_int_matmul, input_mantissas, output_edge, weight_mantissa_matrix,
+    check_bias, check_row_scale, exact_int_matmul, input_mantissas, output_edge, weight_mantissa_matrix,
 )
 from wqcompile.runtime_ops.schema import DOMAIN, Attr, OpDef, Port
 
@@ -20,6 +20,8 @@ QCONV = OpDef(
         Port("x_table", "tensor(int16)", "level → mantissa table when X is uint8", optional=True),
         Port("bias", "tensor(int32)", "[M] bias in accumulator units", optional=True),
         Port("thresholds", "tensor(int32)", "[Gc, L-1] fused output quantizer (uint8 output)", optional=True),
+        Port("row_scale", "tensor(int32)", "[M] per-output-channel scale r · 2^-22 of one shared codebook",
+             optional=True),
     ),
     outputs=(Port("Y", "T2", "float32 or uint8 level indices, [N, M, H', W']"),),
     attrs=(
@@ -60,8 +62,8 @@ def resolve_pads(auto_pad: str, in_hw: tuple[int, int], k_hw: tuple[int, int], s
     return begin + end
 
 
-def qconv_reference(x, w, codebook, x_table=None, bias=None, thresholds=None, *, w_bits, w_shape, w_shift,
-                    x_shift=0, x_max=32767, group=1, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+def qconv_reference(x, w, codebook, x_table=None, bias=None, thresholds=None, row_scale=None, *, w_bits, w_shape,
+                    w_shift, x_shift=0, x_max=32767, group=1, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                     auto_pad="NOTSET", node="QConv"):
     """Numpy reference of QConv, exactly per docs/op-contract.md."""
     op = "QConv"
@@ -83,6 +85,7 @@ def qconv_reference(x, w, codebook, x_table=None, bias=None, thresholds=None, *,
         raise ValueError(f"{op} {node!r}: {err}") from None
     wm, row_of = weight_mantissa_matrix(op, node, w, codebook, w_bits, m, cg * kh * kw, list(w_shift))
     bias = check_bias(op, node, bias, m)
+    row_scale = check_row_scale(op, node, row_scale, m, codebook.shape[0])
     xi = input_mantissas(op, node, x, x_table, x_shift, x_max)
     x_bound = int(x_max) if x.dtype == np.float32 else int(np.abs(x_table.astype(np.int64)).max())
     if accumulator_bound(wm, x_bound, bias) > ACC_LIMIT - 1:
@@ -106,22 +109,20 @@ def qconv_reference(x, w, codebook, x_table=None, bias=None, thresholds=None, *,
             cols = windows[:, g * cg:(g + 1) * cg]                         # [b, cg, oh, ow, kh, kw]
             cols = cols.transpose(0, 1, 4, 5, 2, 3).reshape(xs.shape[0], cg * kh * kw, oh * ow)
             acc[start:start + block, g * mg:(g + 1) * mg] = exact_int_matmul(wm[g * mg:(g + 1) * mg], cols)
-    if bias is not None:
-        acc += bias.astype(np.int64)[None, :, None]
-    acc = acc.astype(np.int32).reshape(n, m, oh, ow)
-    return output_edge(op, node, acc, 1, row_of, list(w_shift), x_shift, thresholds)
+    acc = acc.reshape(n, m, oh, ow)
+    return output_edge(op, node, acc, 1, row_of, list(w_shift), x_shift, thresholds, bias, row_scale)
 
 
 class QConv(OpRun):
-    """Reference kernel: ``Y = edge(bias + conv(X, codebook[W]))`` in exact integers."""
+    """Reference kernel: ``Y = edge(conv(X, codebook[W]), bias, row_scale)`` in exact integers."""
 
     op_domain = DOMAIN
     op_schema = QCONV.to_onnx_schema()
 
-    def _run(self, x, w, codebook, x_table=None, bias=None, thresholds=None, *, w_bits=None, w_shape=None,
-             w_shift=None, x_shift=0, x_max=32767, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET"):
+    def _run(self, x, w, codebook, x_table=None, bias=None, thresholds=None, row_scale=None, *, w_bits=None,
+             w_shape=None, w_shift=None, x_shift=0, x_max=32767, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET"):
         auto = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-        y = qconv_reference(x, w, codebook, x_table, bias, thresholds, w_bits=w_bits, w_shape=w_shape,
+        y = qconv_reference(x, w, codebook, x_table, bias, thresholds, row_scale, w_bits=w_bits, w_shape=w_shape,
                             w_shift=w_shift, x_shift=x_shift, x_max=x_max, group=group, strides=strides or (1, 1),
                             pads=pads or (0, 0, 0, 0), dilations=dilations or (1, 1), auto_pad=auto,
                             node=self.onnx_node.name)

@@ -41,6 +41,14 @@ class FittedWeights:
     codebooks: list[WeightCodebook]   # one per tensor, or one per output channel
     bits: int
     matrix: np.ndarray                # the FP32 weight arranged [M, fan_in]: Conv [M, C/g·kH·kW], Gemm [N, K]
+    row_scale: np.ndarray | None = None   # [M] scales of the ONE shared codebook (channel-scaled): ŵ_o = s_o · c[idx_o]
+
+    def __post_init__(self) -> None:
+        if self.row_scale is not None:
+            if len(self.codebooks) != 1 or np.shape(self.row_scale) != (self.matrix.shape[0],):
+                raise ValueError("a row scale needs one shared codebook and one scale per output channel")
+            if not np.all(np.isfinite(self.row_scale)) or np.min(self.row_scale) < 0:
+                raise ValueError("row scales must be finite and non-negative")
 
 
 @dataclass

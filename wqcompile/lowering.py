@@ -12,7 +12,7 @@ import numpy as np
 from wqcompile.context import FittedWeights
 from wqcompile.errors import QuantizationError
 from wqcompile.runtime_ops.fixed_point import (
-    ACC_LIMIT, MAX_MANTISSA_BITS, int_thresholds, mantissas, scale_shift,
+    ACC_LIMIT, MAX_MANTISSA_BITS, ROW_SCALE_BITS, ROW_SCALE_ONE, int_thresholds, mantissas, scale_shift,
 )
 from wqcompile.runtime_ops.packing import pack_indices
 
@@ -51,6 +51,7 @@ class LoweredLayer:
     x_table: np.ndarray | None    # int16 [L] for level inputs
     bias: np.ndarray | None       # int32 [M]
     thresholds: np.ndarray | None  # int32 [Gc, Lo-1]
+    row_scale: np.ndarray | None  # int32 [M] in 0..2^22 (one shared codebook, op-contract §2.1)
     snapped: np.ndarray           # float64 [M, fan_in]: the weights that actually run
     weight_bits: int
     mantissa_bits: tuple[int, int]  # (codebook mw, input mx)
@@ -59,6 +60,16 @@ class LoweredLayer:
 def mantissas_per_row(values: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """``rint(values[o] · 2^shifts[o])`` as int64."""
     return np.rint(np.ldexp(np.asarray(values, dtype=np.float64), shifts)).astype(np.int64)
+
+
+def row_scale_ints(scale: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-row scales → (int32 ``r`` in 0..2^22 with ``r · 2^-22 ≈ s / max s``, ``max s``): the largest row gets
+    ``r = 2^22`` exactly and the shared codebook absorbs ``max s``."""
+    scale = np.asarray(scale, dtype=np.float64)
+    top = float(scale.max(initial=0.0))
+    if top <= 0.0:
+        return np.zeros(scale.shape, dtype=np.int32), 1.0
+    return np.clip(np.rint(scale / top * ROW_SCALE_ONE), 0, ROW_SCALE_ONE).astype(np.int32), top
 
 
 def _index_matrix(fitted: FittedWeights) -> np.ndarray:
@@ -74,6 +85,10 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
     bits = fitted.bits
     idx = _index_matrix(fitted)
     values = np.stack([np.asarray(cb.values, dtype=np.float64) for cb in fitted.codebooks])   # [Gc, 2^b]
+    row_scale = None
+    if fitted.row_scale is not None:
+        row_scale, top = row_scale_ints(fitted.row_scale)
+        values = values * top
     if values.shape[1] != 2**bits:
         raise QuantizationError(f"{node!r}: codebook has {values.shape[1]} entries, expected {2**bits}")
     groups = values.shape[0]
@@ -109,6 +124,8 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
     if out is not None:
         thresholds = np.stack([int_thresholds(out.thresholds, w_shift[g] + x_shift, out.clip_max) for g in range(groups)])
     snapped = np.ldexp(cmant[row_of[:, None], idx].astype(np.float64), -np.asarray(w_shift)[row_of][:, None])
+    if row_scale is not None:
+        snapped = snapped * np.ldexp(row_scale.astype(np.float64), -ROW_SCALE_BITS)[:, None]
     return LoweredLayer(
         packed=pack_indices(idx, bits),
         codebook=cmant.astype(np.int16),
@@ -118,6 +135,7 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
         x_table=None if x_table is None else x_table.astype(np.int16),
         bias=None if bias_int is None else bias_int.astype(np.int32),
         thresholds=thresholds,
+        row_scale=row_scale,
         snapped=snapped,
         weight_bits=bits,
         mantissa_bits=(mw, mx),

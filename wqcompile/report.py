@@ -42,13 +42,15 @@ def weight_numbers(node: str, op: str, fitted, low, input_kind: str) -> dict[str
     idx = np.concatenate([np.asarray(cb.indices).reshape(-1) for cb in fitted.codebooks])
     codebook = np.ldexp(low.codebook[0].astype(np.float64), -low.w_shift[0])
     side = low.codebook.nbytes + (low.bias.nbytes if low.bias is not None else 0) \
-        + (low.x_table.nbytes if low.x_table is not None else 0) + (low.thresholds.nbytes if low.thresholds is not None else 0)
+        + (low.x_table.nbytes if low.x_table is not None else 0) + (low.thresholds.nbytes if low.thresholds is not None else 0) \
+        + (low.row_scale.nbytes if low.row_scale is not None else 0)
     return {
         "node": node,
         "op": op,
         "weight_bits": low.weight_bits,
         "weight_method": fitted.codebooks[0].method,
         "codebooks": len(fitted.codebooks),
+        "row_scaled": low.row_scale is not None,    # one shared codebook times an int32 scale per output channel
         "codebook": [float(v) for v in codebook],
         "mantissa_bits": {"codebook": low.mantissa_bits[0], "input": low.mantissa_bits[1]},
         "w_shift": low.w_shift[0] if len(low.w_shift) == 1 else low.w_shift,

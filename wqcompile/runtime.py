@@ -172,6 +172,8 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     for i, n in enumerate(graph.node):
         if not (n.domain == DOMAIN and n.op_type == "QConv" and len(n.input) >= 6 and n.input[5]):
             continue
+        if len(n.input) >= 7 and n.input[6]:
+            continue        # a row scale applies before the bias: the pooled raw accumulators carry it (not fused)
         y = n.output[0]
         users = consumers.get(y, [])
         if y in outputs or len(users) != 1:

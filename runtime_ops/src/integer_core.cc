@@ -59,7 +59,7 @@ bool constant_operands(const OrtKernelInfo* info, const std::string& where, Laye
     InputView* dst;
     const char* what;
   } optional[] = {{kXTable, &out->x_table, "x_table"}, {kBias, &out->bias, "bias"},
-                  {kThresholds, &out->thresholds, "thresholds"}};
+                  {kThresholds, &out->thresholds, "thresholds"}, {kRowScale, &out->row_scale, "row_scale"}};
   for (const auto& o : optional) {
     if (o.index >= count || input_is_absent(info, o.index)) continue;
     *o.dst = get_constant_input(info, o.index, &constant, where, o.what);
@@ -75,6 +75,7 @@ LayerOperands run_operands(OrtKernelContext* ctx, const std::string& where) {
   ops.x_table = get_input(ctx, kXTable, where, "x_table");
   ops.bias = get_input(ctx, kBias, where, "bias");
   ops.thresholds = get_input(ctx, kThresholds, where, "thresholds");
+  ops.row_scale = get_input(ctx, kRowScale, where, "row_scale");
   return ops;
 }
 
@@ -117,6 +118,20 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
     if (b.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 || b.shape.size() != 1 || b.shape[0] != rows)
       fail(where, "bias must be int32 [" + std::to_string(rows) + "], got " + type_name(b.type) + " " + shape_str(b.shape));
     std::copy(b.as<int32_t>(), b.as<int32_t>() + rows, L->bias.begin());
+  }
+
+  // row_scale int32 [rows] in 0..2^22, only with one shared codebook (an empty tensor counts as absent)
+  if (has_data(ops.row_scale)) {
+    const InputView& r = ops.row_scale;
+    if (r.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 || r.shape.size() != 1 || r.shape[0] != rows)
+      fail(where, "row_scale must be int32 [" + std::to_string(rows) + "], got " + type_name(r.type) + " " +
+                      shape_str(r.shape));
+    if (L->gc != 1)
+      fail(where, "row_scale scales one shared codebook, but the codebook has " + std::to_string(L->gc) + " rows");
+    L->row_scale.assign(r.as<int32_t>(), r.as<int32_t>() + rows);
+    for (int32_t v : L->row_scale)
+      if (v < 0 || v > (int32_t(1) << kRowScaleBits))
+        fail(where, "row_scale values must be in 0..2^" + std::to_string(kRowScaleBits) + ", got " + std::to_string(v));
   }
 
   // input kind: x_table present exactly when X is uint8
@@ -271,9 +286,41 @@ void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::st
   });
 }
 
-void edge_segment(const IsaKernels& isa, const PreparedLayer& L, int64_t g, const int32_t* acc, int32_t bias, void* out,
+// op-contract §3 with a row scale r: levels of floor(acc · r / 2^22) + bias; float32(acc · r · 2^-22 + bias) · 2^-s.
+static_assert((int64_t(-3) >> 1) == -2, "the row-scale edge needs an arithmetic (flooring) right shift");
+
+static void edge_segment_scaled(const IsaKernels& isa, const PreparedLayer& L, int64_t o, const int32_t* acc,
+                                int32_t bias, void* out, int64_t count) {
+  const int64_t r = L.row_scale[static_cast<size_t>(o)];
+  if (L.fused()) {
+    int32_t scaled[256];
+    for (int64_t i0 = 0; i0 < count; i0 += 256) {
+      const int64_t n = std::min<int64_t>(256, count - i0);
+      // |acc · r| < 2^52 and r ≤ 2^22: the floored quotient is at most |acc| < 2^30
+      for (int64_t i = 0; i < n; ++i) scaled[i] = static_cast<int32_t>((int64_t(acc[i0 + i]) * r) >> kRowScaleBits);
+      isa.edge_levels(scaled, static_cast<uint8_t*>(out) + i0, static_cast<size_t>(n), bias, L.thresholds[0].get());
+    }
+    return;
+  }
+  float* y = static_cast<float*>(out);
+  const int64_t s = L.shift[0];
+  const int e = static_cast<int>(s > 100000 ? -100000 : (s < -100000 ? 100000 : -s));
+  const double unit = std::ldexp(1.0, -kRowScaleBits);
+  for (int64_t i = 0; i < count; ++i) {
+    // acc · r is exact in double and scaling it by 2^-22 is exact: the sum with the bias rounds once, then float32
+    const double v = static_cast<double>(int64_t(acc[i]) * r) * unit + static_cast<double>(bias);
+    y[i] = std::ldexp(static_cast<float>(v), e);
+  }
+}
+
+void edge_segment(const IsaKernels& isa, const PreparedLayer& L, int64_t o, const int32_t* acc, int32_t bias, void* out,
                   int64_t count) {
   if (count <= 0) return;
+  if (L.row_scaled()) {
+    edge_segment_scaled(isa, L, o, acc, bias, out, count);
+    return;
+  }
+  const int64_t g = L.row_of(o);
   if (L.fused()) {
     isa.edge_levels(acc, static_cast<uint8_t*>(out), static_cast<size_t>(count), bias,
                     L.thresholds[static_cast<size_t>(g)].get());

@@ -25,7 +25,11 @@ struct LayerAttrs {
 LayerAttrs read_layer_attrs(const OrtKernelInfo* info, const std::string& where);
 
 // Input positions shared by QConv and QGemm.
-enum LayerInput : size_t { kX = 0, kW = 1, kCodebook = 2, kXTable = 3, kBias = 4, kThresholds = 5 };
+enum LayerInput : size_t { kX = 0, kW = 1, kCodebook = 2, kXTable = 3, kBias = 4, kThresholds = 5, kRowScale = 6 };
+
+// row_scale r means r · 2^-kRowScaleBits (op-contract §2.1); r ≤ 2^22 and |acc| < 2^30 keep acc · r below 2^52,
+// exact in int64 and in double.
+constexpr int kRowScaleBits = 22;
 
 // The constant operands of a layer, decoded and validated once.
 struct PreparedLayer {
@@ -35,6 +39,7 @@ struct PreparedLayer {
   std::vector<int16_t> weights;   // [rows][fan_in] codebook mantissas C[g(o), idx[o, k]]
   std::vector<int64_t> row_abs;   // Σ_k |C| per row
   std::vector<int32_t> bias;      // [rows], zeros if absent
+  std::vector<int32_t> row_scale; // [rows] scales of the one shared codebook, empty if absent (op-contract §2.1)
   // output edge, per codebook row g
   std::vector<int64_t> shift;     // w_shift[g] + x_shift
   std::vector<float> scale;       // 2^-shift when exact as one float multiply (scale_fast), else unused
@@ -48,10 +53,11 @@ struct PreparedLayer {
 
   int64_t row_of(int64_t o) const { return gc == 1 ? 0 : o; }
   bool fused() const { return !thresholds.empty(); }
+  bool row_scaled() const { return !row_scale.empty(); }
 };
 
 struct LayerOperands {
-  InputView w, codebook, x_table, bias, thresholds;
+  InputView w, codebook, x_table, bias, thresholds, row_scale;
 };
 
 // Validate the operands against the attributes (op-contract §6) and decode them. `x_levels` is the input kind the
@@ -79,8 +85,8 @@ void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::st
                      const LayerAttrs& attrs, const InputView& x, int16_t* out, int64_t rows, int64_t cols,
                      int64_t out_stride);
 
-// One output row segment: acc (+ bias) → float32 or uint8 levels for codebook row g.
-void edge_segment(const IsaKernels& isa, const PreparedLayer& L, int64_t g, const int32_t* acc, int32_t bias,
+// One segment of output channel o: acc (without bias) and bias → float32 or uint8 levels (op-contract §3).
+void edge_segment(const IsaKernels& isa, const PreparedLayer& L, int64_t o, const int32_t* acc, int32_t bias,
                   void* out, int64_t count);
 
 }  // namespace wq

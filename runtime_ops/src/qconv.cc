@@ -234,7 +234,7 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
         for (int64_t i = 0; i < plane_out; ++i) dst[i] = acc[i] + b;
         continue;
       }
-      edge_segment(*isa_, L, L.row_of(ch), acc, L.bias[static_cast<size_t>(ch)],
+      edge_segment(*isa_, L, ch, acc, L.bias[static_cast<size_t>(ch)],
                    static_cast<char*>(y) + plane * plane_out * out_bytes, plane_out);
     }
   });
@@ -288,7 +288,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
   const size_t out_bytes = L.fused() && !raw ? 1 : 4;
   // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
-  bool fast_edge = true;
+  bool fast_edge = !L.row_scaled();   // the in-register tile edge has no row scale
   for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
   for (int64_t grp = 0; grp < group_; ++grp) {
     // B operand of one column panel: packed into dst (runs of pairs copied out of the pair image), or, for a 1x1
@@ -362,7 +362,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
               const int32_t b = L.bias[static_cast<size_t>(o)];
               for (int64_t i = 0; i < len; ++i) d[i] = a[i] + b;
             } else {
-              edge_segment(isa, L, L.row_of(o), acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
+              edge_segment(isa, L, o, acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
             }
             j += len;
           }
@@ -400,6 +400,8 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
 void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g,
                                  const InputView& x) const {
   const PreparedLayer& L = *cw.layer;
+  // the raw accumulators below carry the bias, which a row scale must not scale (wqcompile.runtime never fuses these)
+  if (L.row_scaled()) fail(where_, "QConvMaxPool does not take a row_scale");
   int64_t out[2];
   const int64_t in[2] = {g.oh, g.ow}, k[2] = {pool_.kh, pool_.kw}, s[2] = {pool_.sh, pool_.sw};
   for (int d = 0; d < 2; ++d) {
@@ -441,7 +443,7 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
         p.x = raw + i * plane;
         isa_->max_pool_i32(p);
         // bias is already in the accumulators
-        edge_segment(*isa_, L, L.row_of(o), p.y, 0, y + (n0 * m_ + i) * pooled, pooled);
+        edge_segment(*isa_, L, o, p.y, 0, y + (n0 * m_ + i) * pooled, pooled);
       }
     });
   }

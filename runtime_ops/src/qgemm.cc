@@ -101,6 +101,11 @@ void QGemmKernel::Compute(OrtKernelContext* ctx) {
     for (int r = 0; r < nrows; ++r) {
       int32_t* acc = c + r * nr;
       char* dst = static_cast<char*>(y) + ((r0 + r) * n_ + n0) * out_bytes;
+      if (L.row_scaled()) {   // the bias is added after the row scale (op-contract §3)
+        for (int j = 0; j < ncols; ++j)
+          edge_segment(isa, L, n0 + j, acc + j, L.bias[static_cast<size_t>(n0 + j)], dst + j * out_bytes, 1);
+        continue;
+      }
       for (int j = 0; j < ncols; ++j) acc[j] += L.bias[static_cast<size_t>(n0 + j)];
       if (L.gc == 1) {
         edge_segment(isa, L, 0, acc, 0, dst, ncols);

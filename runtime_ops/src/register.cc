@@ -28,9 +28,9 @@ std::vector<CustomOp*>* build_table() {
   for (auto y : {F32, U8}) {
     const auto thresholds = y == F32 ? NO_THRESHOLDS : I32;
     for (auto x : {F32, U8}) {
-      // X, W, codebook, [x_table], [bias], [thresholds]
-      ops->push_back(new CustomOp({"QConv", {x, U8, I16, I16, I32, thresholds}, 3, {y}}, create_qconv));
-      ops->push_back(new CustomOp({"QGemm", {x, U8, I16, I16, I32, thresholds}, 3, {y}}, create_qgemm));
+      // X, W, codebook, [x_table], [bias], [thresholds], [row_scale]
+      ops->push_back(new CustomOp({"QConv", {x, U8, I16, I16, I32, thresholds, I32}, 3, {y}}, create_qconv));
+      ops->push_back(new CustomOp({"QGemm", {x, U8, I16, I16, I32, thresholds, I32}, 3, {y}}, create_qgemm));
       // runtime-internal (wqcompile.runtime): QConv with levels out + MaxPool
       if (y == U8) ops->push_back(new CustomOp({"QConvMaxPool", {x, U8, I16, I16, I32, I32}, 3, {U8}}, create_qconv_maxpool));
     }

@@ -211,3 +211,44 @@ def test_invalid_level_input_call_names_op_and_node(name):
     with pytest.raises(ValueError, match=r"^QGemm 'head/fc': ") as info:
         _base("level").run(node="head/fc", **override)
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_scale_against_exact_rationals(seed):
+    """op-contract §2.1/§3: a row-scaled channel's level is Σ_j [acc · r / 2^22 + bias ≥ T_j] in exact rationals (the
+    kernel's floor is exact), and its float output is the real value rounded once to float64, then to float32."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(7000 + seed)
+    n, k = int(rng.integers(1, 12)), int(rng.integers(1, 40))
+    ops = random_operands(rng, (n, k), (int(rng.integers(1, 6)), k), k, gc=1, with_bias=True)
+    r = rng.integers(0, 2**22 + 1, n).astype(np.int32)
+    r[rng.random(n) < 0.2] = 2**22
+    wm = ops.codebook[0].astype(np.int64)[ops.idx]
+    acc = gemm_acc_naive(input_mantissas_naive(ops.x, ops.x_table, ops.x_shift, ops.x_max), wm, None)
+    real = [[Fraction(int(a) * int(r[o]), 2**22) + int(ops.bias[o]) for o, a in enumerate(row)] for row in acc]
+    args = dict(w_bits=ops.w_bits, w_shape=[n, k], w_shift=ops.w_shift, x_shift=ops.x_shift, x_max=ops.x_max)
+    y = qgemm_reference(ops.x, ops.packed, ops.codebook, ops.x_table, ops.bias, None, r, **args)
+    s = ops.w_shift[0] + ops.x_shift
+    want = np.array([[np.ldexp(np.float32(float(v)), -s) for v in row] for row in real], dtype=np.float32)
+    assert bits_equal(y, want)
+    t = np.sort(rng.choice(np.array([int(v) for row in real for v in row]) + rng.integers(-1, 2, acc.size), 7))
+    t = np.clip(t, -2**30, 2**30).astype(np.int32)[None]
+    levels = qgemm_reference(ops.x, ops.packed, ops.codebook, ops.x_table, ops.bias, t, r, **args)
+    want = np.array([[sum(v >= int(tj) for tj in t[0]) for v in row] for row in real], dtype=np.uint8)
+    np.testing.assert_array_equal(levels, want)
+
+
+def test_row_scale_is_rejected_with_per_channel_codebooks_or_out_of_range():
+    rng = np.random.default_rng(3)
+    ops = random_operands(rng, (4, 6), (2, 6), 6, gc=4, kind="float")
+    args = dict(w_bits=ops.w_bits, w_shape=[4, 6], w_shift=ops.w_shift, x_shift=ops.x_shift, x_max=ops.x_max)
+    with pytest.raises(ValueError, match="QGemm 'QGemm': row_scale scales one shared codebook"):
+        qgemm_reference(ops.x, ops.packed, ops.codebook, None, None, None, np.ones(4, np.int32), **args)
+    ops = random_operands(rng, (4, 6), (2, 6), 6, gc=1, kind="float")
+    args.update(w_bits=ops.w_bits, w_shift=ops.w_shift, x_shift=ops.x_shift, x_max=ops.x_max)
+    for bad in (np.full(4, 2**22 + 1, np.int32), np.array([1, -1, 1, 1], np.int32)):
+        with pytest.raises(ValueError, match=r"row_scale values must be in 0\.\.2\^22"):
+            qgemm_reference(ops.x, ops.packed, ops.codebook, None, None, None, bad, **args)
+    with pytest.raises(ValueError, match=r"row_scale must be int32 \[4\]"):
+        qgemm_reference(ops.x, ops.packed, ops.codebook, None, None, None, np.ones(3, np.int32), **args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from tests.helpers import compile_and_compare, op_counts
 from tests.model_factory import calib_data, tiny_cnn
@@ -13,8 +14,9 @@ from wqcompile.context import CompileContext
 from wqcompile.graph import check_graph, export_model, import_graph
 from wqcompile.pass_manager import PassManager
 from wqcompile.passes import default_pipeline
+from wqcompile.passes.correct_bias import dequantized_weights
 from wqcompile.passes.refine_codebooks import collect_moments, output_error, refine_layer, symmetry_map
-from wqcompile.passes.scale_codebooks import scaled_codebooks
+from wqcompile.passes.scale_codebooks import scaled_codebook
 from wqcompile.quant import fit_weighted_entropy
 
 
@@ -80,15 +82,19 @@ def test_pipeline_with_refinement_passes_the_checker_and_rewrites_every_layer():
 def test_channel_scaled_codebooks_are_one_shared_codebook_times_a_scale():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((5, 9)) * np.array([0.01, 0.1, 1.0, 10.0, 0.5])[:, None]
-    cbs = scaled_codebooks(w, 3, fit_weighted_entropy, mode="symmetric")
-    shared = cbs[0].values / cbs[0].info["shared_scale"]
-    for o, cb in enumerate(cbs):
-        s = np.sqrt(np.mean(w[o] ** 2))
-        np.testing.assert_allclose(cb.values, s * shared)
-        np.testing.assert_array_equal(cb.quantize(w[o]), cb.indices)
+    fitted = scaled_codebook(w, 3, fit_weighted_entropy, mode="symmetric")
+    assert len(fitted.codebooks) == 1
+    np.testing.assert_allclose(fitted.row_scale, np.sqrt(np.mean(w**2, axis=1)))
+    shared = fitted.codebooks[0]
+    np.testing.assert_array_equal(shared.quantize((w / fitted.row_scale[:, None]).ravel()), shared.indices)
+    np.testing.assert_allclose(dequantized_weights(fitted), fitted.row_scale[:, None] * shared.dequantize().reshape(5, 9))
     result, _ = compile_and_compare(tiny_cnn(), calib_data(), weight_bits=4, act_bits=4, weight_granularity="channel-scaled")
     check_graph(result.model)
-    assert len(result.context.weights["conv1"].codebooks) == 8
+    conv1 = next(n for n in result.model.graph.node if n.name == "conv1")
+    inits = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    assert inits[conv1.input[2]].shape[0] == 1                     # one shared codebook ...
+    assert inits[conv1.input[6]].shape == (8,)                     # ... and one int32 scale per output channel
+    assert inits[conv1.input[6]].max() == 2**22
 
 
 def _fp32_target_layers(granularity: str):
@@ -112,7 +118,7 @@ def _fp32_target_layers(granularity: str):
 def test_fp32_target_refinement_never_increases_the_fp32_target_error():
     from wqcompile.passes.refine_codebooks import target_error
 
-    for granularity in ("tensor", "channel"):
+    for granularity in ("tensor", "channel", "channel-scaled"):
         for ctx, name, jm in _fp32_target_layers(granularity):
             fitted = ctx.weights[name]
             refined = refine_layer(fitted, jm.factor(), cross=jm.cross)
@@ -121,6 +127,9 @@ def test_fp32_target_refinement_never_increases_the_fp32_target_error():
             assert after <= before * (1 + 1e-9) + 1e-9, (granularity, name, before, after)
             for a, b in zip(fitted.codebooks, refined.codebooks):
                 np.testing.assert_array_equal(a.indices, b.indices)
+            assert (refined.row_scale is None) == (granularity != "channel-scaled")
+            if refined.row_scale is not None:
+                assert len(refined.codebooks) == 1 and np.all(refined.row_scale >= 0)
             ctx.weights[name] = refined
         # the first layer sees the (unsimulated) float input: x_q == x_fp, so fp32 == same-input there
 
@@ -157,7 +166,7 @@ def test_refinement_is_skipped_for_a_calibration_source_that_can_be_read_once():
     assert not result.context.refined_layers
 
 
-@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "channel-scaled"])
 def test_gptq_then_refit_lowers_the_fp32_target_error_below_the_refit_alone(granularity):
     from wqcompile.passes.refine_codebooks import refit_layer, target_error
 

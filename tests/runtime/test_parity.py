@@ -2,8 +2,8 @@
 instruction-set path forced with WQCOMPILE_ISA (baseline, AVX2, AVX-512 where the CPU has it).
 
 Operands come from tests.ops.cases.random_operands (accumulators up to the 2^30 bound, NaN/±Inf/tie inputs,
-1..8-bit codebooks, Gc = 1 and Gc = M, float and level inputs). When the reference rejects a call the library must
-raise too.
+1..8-bit codebooks, Gc = 1 and Gc = M, float and level inputs), a shared codebook sometimes with a per-channel
+row_scale. When the reference rejects a call the library must raise too.
 """
 
 from __future__ import annotations
@@ -66,7 +66,21 @@ def _thresholds(rng, y_float, shifts, channel_axis, gc):
     return np.array(rows, dtype=np.int32)
 
 
-def conv_case(seed: int) -> dict:
+def _row_scale(seed: int, rows: int, gc: int, force: bool) -> np.ndarray | None:
+    """For a third of the shared-codebook cases (all with ``force``), a row_scale with the extremes 0, 1 and 2^22
+    (own rng: the other operands of a seed stay what they were)."""
+    rng = np.random.default_rng(5000 + seed)
+    if gc != 1 or (rng.random() > 0.35 and not force):
+        return None
+    r = rng.integers(0, 2**22 + 1, rows)
+    special = rng.random(rows)
+    r[special < 0.15] = 2**22
+    r[(special >= 0.15) & (special < 0.2)] = 0
+    r[(special >= 0.2) & (special < 0.3)] = rng.integers(1, 64, int(np.sum((special >= 0.2) & (special < 0.3))))
+    return r.astype(np.int32)
+
+
+def conv_case(seed: int, row_scaled: bool = False) -> dict:
     rng = np.random.default_rng(1000 + seed)
     layout = ("dense", "grouped", "depthwise", "depthwise-multiplier", "pointwise")[seed % 5]
     kh, kw = KERNELS[seed % len(KERNELS)]
@@ -98,7 +112,7 @@ def conv_case(seed: int) -> dict:
     attrs = dict(w_bits=ops.w_bits, w_shape=[m, cg, kh, kw], w_shift=ops.w_shift, x_shift=ops.x_shift,
                  x_max=ops.x_max, group=group, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad)
     case = dict(op="QConv", x=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=ops.bias,
-                thresholds=None, attrs=attrs)
+                thresholds=None, row_scale=_row_scale(seed, m, ops.codebook.shape[0], row_scaled), attrs=attrs)
     if rng.random() < 0.5:
         y = _reference(case)
         if not isinstance(y, Exception):
@@ -106,7 +120,7 @@ def conv_case(seed: int) -> dict:
     return case
 
 
-def gemm_case(seed: int) -> dict:
+def gemm_case(seed: int, row_scaled: bool = False) -> dict:
     rng = np.random.default_rng(2000 + seed)
     k, rows_n = int(rng.integers(1, 300)), int(rng.integers(1, 100))
     lead = [list(), [int(rng.integers(1, 40))], [int(rng.integers(1, 4)), int(rng.integers(1, 12))]][seed % 3]
@@ -114,7 +128,7 @@ def gemm_case(seed: int) -> dict:
     _wide_level_table(rng, ops)
     attrs = dict(w_bits=ops.w_bits, w_shape=[rows_n, k], w_shift=ops.w_shift, x_shift=ops.x_shift, x_max=ops.x_max)
     case = dict(op="QGemm", x=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=ops.bias,
-                thresholds=None, attrs=attrs)
+                thresholds=None, row_scale=_row_scale(seed, rows_n, ops.codebook.shape[0], row_scaled), attrs=attrs)
     if rng.random() < 0.5:
         y = _reference(case)
         if not isinstance(y, Exception):
@@ -126,7 +140,7 @@ def _reference(case: dict):
     fn = qconv_reference if case["op"] == "QConv" else qgemm_reference
     try:
         return fn(case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"],
-                  **case["attrs"])
+                  case.get("row_scale"), **case["attrs"])
     except ValueError as err:
         return err
 
@@ -136,6 +150,8 @@ def _check(case: dict, isa: str, *, as_inputs=False, threads=1):
     out_dtype = np.uint8 if case["thresholds"] is not None else np.float32
     inputs = [("X", case["x"]), ("W", case["W"]), ("codebook", case["codebook"]), ("x_table", case["x_table"]),
               ("bias", case["bias"]), ("thresholds", case["thresholds"])]
+    if case.get("row_scale") is not None:
+        inputs.append(("row_scale", case["row_scale"]))
     model = model_of(case["op"], inputs, case["attrs"], out_dtype, as_inputs=as_inputs)
     feeds = {"X": case["x"]}
     if as_inputs:
@@ -158,6 +174,15 @@ def test_qconv_random(isa, seed):
 @pytest.mark.parametrize("seed", range(30))
 def test_qgemm_random(isa, seed):
     _check(gemm_case(seed), isa, as_inputs=seed % 7 == 3, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", [s for s in range(48) if (s // 8) % 2 == 0])   # the seeds with one shared codebook
+def test_row_scale_random(isa, seed):
+    conv, gemm = conv_case(seed, row_scaled=True), gemm_case(seed, row_scaled=True)
+    assert conv["row_scale"] is not None and gemm["row_scale"] is not None
+    _check(conv, isa, as_inputs=seed % 5 == 2, threads=1 + seed % 2)
+    _check(gemm, isa, as_inputs=seed % 5 == 3, threads=1 + seed % 2)
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)

@@ -34,8 +34,10 @@ class FitWeightsPass(Pass):
         bar = tqdm(ctx.weight_layers.values(), desc="fit weights", unit="layer", disable=not cfg.progress,
                    file=sys.stderr, leave=False)
         for layer in bar:
+            if layer.granularity == "channel-scaled":
+                continue                                  # ScaleCodebooksPass fits these
             matrix = linear_layer(nodes[layer.node]).matrix
-            rows = [matrix] if cfg.weight_granularity == "tensor" else list(matrix)
+            rows = [matrix] if layer.granularity == "tensor" else list(matrix)
             try:
                 codebooks = [fit(r, 2**layer.bits, mode=cfg.weight_mode, search=cfg.weight_search, name=layer.weight)
                              for r in rows]

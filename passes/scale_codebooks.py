@@ -10,18 +10,14 @@ small range and a per-channel one overfits 9 values, and for per-channel ranges 
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from wqcompile.context import FittedWeights
 from wqcompile.errors import PreconditionError, QuantizationError
+from wqcompile.layers import linear_layer
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.quant import WEIGHT_QUANTIZERS
-
-logger = logging.getLogger(__name__)
-
 
 def scaled_codebook(matrix: np.ndarray, bits: int, fit, **options) -> FittedWeights:
     """``s_o · c``: one codebook ``c`` fitted on the rows of ``matrix`` divided by their RMS ``s_o``."""
@@ -32,7 +28,8 @@ def scaled_codebook(matrix: np.ndarray, bits: int, fit, **options) -> FittedWeig
 
 
 class ScaleCodebooksPass(Pass):
-    """Replaces ``ctx.weights`` by scaled shared codebooks when ``weight_granularity == "channel-scaled"``."""
+    """Fits ``ctx.weights`` of the layers whose granularity is ``channel-scaled`` (``--weight-granularity`` or an
+    override such as ``@depthwise=granularity:channel-scaled``); FitWeightsPass fits the others."""
 
     kind = "analysis"
 
@@ -42,13 +39,14 @@ class ScaleCodebooksPass(Pass):
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         cfg = ctx.config
-        if cfg.weight_granularity != "channel-scaled":
-            return PassResult(graph, False)
         fit = WEIGHT_QUANTIZERS[cfg.weight_quantizer]
-        for name, fitted in ctx.weights.items():
+        nodes = {n.name: n for n in graph.nodes}
+        for name, layer in ctx.weight_layers.items():
+            if layer.granularity != "channel-scaled":
+                continue
             try:
-                ctx.weights[name] = scaled_codebook(fitted.matrix, fitted.bits, fit, mode=cfg.weight_mode,
-                                                    search=cfg.weight_search, name=ctx.weight_layers[name].weight)
+                ctx.weights[name] = scaled_codebook(linear_layer(nodes[name]).matrix, layer.bits, fit,
+                                                    mode=cfg.weight_mode, search=cfg.weight_search, name=layer.weight)
             except ValueError as err:
-                raise QuantizationError(f"{ctx.weight_layers[name].op_type} {name!r}: {err}") from None
+                raise QuantizationError(f"{layer.op_type} {name!r}: {err}") from None
         return PassResult(graph, False)

@@ -51,7 +51,8 @@ class SelectLayersPass(Pass):
                 if isinstance(layer, Skip):
                     ctx.skipped[node.name] = layer.reason
                     continue
-                ctx.weight_layers[node.name] = WeightLayer(node.name, node.op, node.inputs[1].name, node.inputs[0].name, bits)
+                ctx.weight_layers[node.name] = WeightLayer(node.name, node.op, node.inputs[1].name, node.inputs[0].name, bits,
+                                                           cfg.granularity_for(node.name, node.op, kinds))
             elif node.op in ("Relu", "Clip") and node.domain in (None, "", "ai.onnx"):
                 clip = relu_like(node)
                 if isinstance(clip, Skip):

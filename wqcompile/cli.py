@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from wqcompile.config import ACT_QUANTIZER_NAMES, REFINEMENT_TARGETS, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig
+from wqcompile.config import (
+    ACT_QUANTIZER_NAMES, GRANULARITIES, REFINEMENT_TARGETS, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig,
+)
 from wqcompile.errors import WQError
 
 
@@ -55,7 +57,7 @@ def main(verbose: int) -> None:
 @click.option("--weight-mode", type=click.Choice(["symmetric", "per_sign"]), default="symmetric", show_default=True)
 @click.option("--weight-search", type=click.Choice(["exact", "bisect"]), default="exact", show_default=True)
 @click.option("--act-search", type=click.Choice(["code", "robust"]), default="code", show_default=True)
-@click.option("--weight-granularity", type=click.Choice(["tensor", "channel", "channel-scaled"]), default="tensor",
+@click.option("--weight-granularity", type=click.Choice(list(GRANULARITIES)), default="tensor",
               show_default=True)
 @click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
               help="Remove the mean output shift quantization causes, measured on the calibration data.")
@@ -70,7 +72,7 @@ def main(verbose: int) -> None:
 @click.option("--gptq/--no-gptq", default=QuantConfig.gptq, show_default=True,
               help="With refinement: reassign weights to codebook entries by GPTQ's error feedback before the refit.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, @depthwise, or regex over names. Repeatable.")
-@click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N", help="Per-layer bits (later wins); PATTERN as for --exclude, e.g. '@depthwise=wbits:8'. Repeatable.")
+@click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N,granularity:G", help="Per-layer bits or weight granularity (later wins); PATTERN as for --exclude, e.g. '@depthwise=wbits:8' or '@depthwise=granularity:channel-scaled'. Repeatable.")
 @click.option("--max-calib-samples", type=int, default=None, help="Use at most this many calibration samples.")
 @click.option("--verify-samples", type=int, default=16, show_default=True, help="Calibration samples used to compare with FP32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Recorded in the metadata; seeds numpy for user passes.")

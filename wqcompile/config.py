@@ -50,30 +50,41 @@ def node_matches(pattern: str, name: str, op_type: str, kinds: frozenset[str] = 
         return False
 
 
+GRANULARITIES = ("tensor", "channel", "channel-scaled")
+
+
 @dataclass(frozen=True)
 class LayerOverride:
-    """Bits for the nodes a pattern matches (``None`` field = keep the global value; ``"f"`` = full precision)."""
+    """Bits or weight granularity for the nodes a pattern matches (``None`` field = keep the global value; ``"f"`` =
+    full precision)."""
 
     pattern: str
     weight_bits: int | str | None = None
     act_bits: int | str | None = None
+    granularity: str | None = None
+
+    _KEYS = {"wbits": "weight_bits", "abits": "act_bits", "granularity": "granularity"}
 
     @staticmethod
     def parse(text: str) -> "LayerOverride":
-        """Parse ``PATTERN=wbits:4,abits:f`` (either key may be omitted)."""
+        """Parse ``PATTERN=wbits:4,abits:f,granularity:channel-scaled`` (any key may be omitted)."""
         if "=" not in text:
-            raise ConfigError(f"override {text!r} must look like PATTERN=wbits:N,abits:N")
+            raise ConfigError(f"override {text!r} must look like PATTERN=wbits:N,abits:N,granularity:G")
         pattern, _, spec = text.rpartition("=")
         values: dict[str, Any] = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
             key, _, value = item.partition(":")
-            key = key.strip().lower()
-            if key not in ("wbits", "abits") or not value:
-                raise ConfigError(f"override {text!r}: unknown item {item!r} (use wbits:N and/or abits:N)")
-            parse_bits(value, f"override {text!r} {key}")
-            values["weight_bits" if key == "wbits" else "act_bits"] = value.strip()
+            key, value = key.strip().lower(), value.strip()
+            if key not in LayerOverride._KEYS or not value:
+                raise ConfigError(f"override {text!r}: unknown item {item!r} (use wbits:N, abits:N, granularity:G)")
+            if key == "granularity":
+                if value not in GRANULARITIES:
+                    raise ConfigError(f"override {text!r}: granularity must be one of {', '.join(GRANULARITIES)}")
+            else:
+                parse_bits(value, f"override {text!r} {key}")
+            values[LayerOverride._KEYS[key]] = value
         if not pattern or not values:
-            raise ConfigError(f"override {text!r} must name a pattern and at least one of wbits/abits")
+            raise ConfigError(f"override {text!r} must name a pattern and at least one of wbits/abits/granularity")
         return LayerOverride(pattern.strip(), **values)
 
 
@@ -115,7 +126,7 @@ class QuantConfig:
             "weight_mode": ("symmetric", "per_sign"),
             "weight_search": ("exact", "bisect"),
             "act_search": ("code", "robust"),
-            "weight_granularity": ("tensor", "channel", "channel-scaled"),
+            "weight_granularity": GRANULARITIES,
             "refinement_target": REFINEMENT_TARGETS,
         }
         for name, allowed in choices.items():
@@ -137,6 +148,13 @@ class QuantConfig:
             if ov.weight_bits is not None and node_matches(ov.pattern, name, op_type, kinds):
                 bits = parse_bits(ov.weight_bits, f"override {ov.pattern!r} wbits")
         return bits
+
+    def granularity_for(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> str:
+        granularity = self.weight_granularity
+        for ov in self.overrides:
+            if ov.granularity is not None and node_matches(ov.pattern, name, op_type, kinds):
+                granularity = ov.granularity
+        return granularity
 
     def act_bits_for(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> int | None:
         bits: Any = self.act_bits

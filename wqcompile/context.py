@@ -21,6 +21,7 @@ class WeightLayer:
     weight: str               # name of the constant weight tensor
     input: str                # name of the activation input tensor
     bits: int | None          # None: keep the weights in full precision
+    granularity: str = "tensor"   # "tensor", "channel" or "channel-scaled" (QuantConfig.granularity_for)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from tests.helpers import compile_and_compare, op_counts, run_fp32, sqnr_db
 from tests.model_factory import _init, make_model
 from wqcompile.api import compile_model
 from wqcompile.config import LayerOverride, QuantConfig
+from wqcompile.errors import ConfigError
 from wqcompile.graph import check_graph
 from wqcompile.reference import ReferenceSession
 
@@ -222,3 +223,22 @@ def test_depthwise_selector_matches_only_depthwise_convs(group, depthwise):
     result = compile_model(model, calib, cfg)
     bits = {a.name: a.i for n in result.model.graph.node for a in n.attribute if a.name == "w_bits"}
     assert bits == {"w_bits": 8 if depthwise else 4}
+
+
+@pytest.mark.parametrize("group", [8, 1])
+def test_granularity_override_makes_only_the_matched_layers_channel_scaled(group):
+    model = conv_model(c_in=8, c_out=8, group=group, pads=[1, 1, 1, 1])
+    calib = {"x": RNG.standard_normal((8, 8, 9, 10)).astype(np.float32)}
+    cfg = QuantConfig(progress=False, weight_bits=4, act_bits=4,
+                      overrides=(LayerOverride.parse("@depthwise=granularity:channel-scaled"),))
+    result = compile_model(model, calib, cfg)
+    (conv,) = [n for n in result.model.graph.node if n.op_type == "QConv"]
+    assert (len(conv.input) >= 7 and conv.input[6] != "") == (group == 8)
+    assert result.context.weight_layers[conv.name].granularity == ("channel-scaled" if group == 8 else "tensor")
+    assert (result.context.weights[conv.name].row_scale is not None) == (group == 8)
+
+
+def test_granularity_override_is_validated():
+    with pytest.raises(ConfigError, match="granularity must be one of tensor, channel, channel-scaled"):
+        LayerOverride.parse("@depthwise=granularity:rows")
+    assert LayerOverride.parse("conv1=wbits:8,granularity:channel").granularity == "channel"

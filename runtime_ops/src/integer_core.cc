@@ -297,7 +297,7 @@ static void edge_segment_scaled(const IsaKernels& isa, const PreparedLayer& L, i
     for (int64_t i0 = 0; i0 < count; i0 += 256) {
       const int64_t n = std::min<int64_t>(256, count - i0);
       // |acc · r| < 2^52 and r ≤ 2^22: the floored quotient is at most |acc| < 2^30
-      for (int64_t i = 0; i < n; ++i) scaled[i] = static_cast<int32_t>((int64_t(acc[i0 + i]) * r) >> kRowScaleBits);
+      isa.scale_rows(acc + i0, scaled, static_cast<size_t>(n), static_cast<int32_t>(r));
       isa.edge_levels(scaled, static_cast<uint8_t*>(out) + i0, static_cast<size_t>(n), bias, L.thresholds[0].get());
     }
     return;

@@ -18,7 +18,7 @@ namespace {
 #define WQ_ISA_TABLE(ns, label, fused)                                                                          \
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
-        ns::edge_float, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused        \
+        ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused        \
   }
 
 const IsaKernels& table_baseline() {

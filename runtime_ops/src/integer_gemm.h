@@ -180,6 +180,8 @@ struct IsaKernels {
   uint8_t (*max_u8)(const uint8_t* x, size_t n);
   // y = float32(acc + bias) · scale (scale an exact power of two such that no result is subnormal or infinite)
   void (*edge_float)(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);
+  // y = floor(acc · r / 2^22) (a row scale, op-contract §2.1; 0 ≤ r ≤ 2^22, so |y| ≤ |acc|)
+  void (*scale_rows)(const int32_t* acc, int32_t* y, size_t n, int32_t r);
   // y = #{j : t[j] ≤ acc + bias}
   void (*edge_levels)(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t);
   // y = #{j : t[j] ≤ x} (NaN → 0)

@@ -120,6 +120,20 @@ void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scal
   edge_float_generic(acc + i, y + i, n - i, bias, scale);
 }
 
+// floor(acc · r / 2^22) for 8 lanes: vpmuldq on the even and the odd lanes gives exact int64 products; the result
+// fits 32 bits, so bits 22..53 of the product are the floored quotient (a logical 64-bit shift is enough).
+void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
+  const __m256i rv = _mm256_set1_epi32(r);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i));
+    const __m256i even = _mm256_srli_epi64(_mm256_mul_epi32(a, rv), 22);
+    const __m256i odd = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), rv), 22), 32);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm256_blend_epi32(even, odd, 0xAA));
+  }
+  scale_rows_generic(acc + i, y + i, n - i, r);
+}
+
 void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
   if (t->count > 32) {
     edge_levels_generic(acc, y, n, bias, t);

@@ -484,6 +484,18 @@ void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scal
   }
 }
 
+// floor(acc · r / 2^22) for 16 lanes, as in the AVX2 version (vpmuldq on even and odd lanes, bits 22..53)
+void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
+  const __m512i rv = _mm512_set1_epi32(r);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + i);
+    const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, rv), 22);
+    const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), rv), 22), 32);
+    _mm512_mask_storeu_epi32(y + i, m, _mm512_mask_blend_epi32(0xAAAA, even, odd));
+  }
+}
+
 void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
   const __m512i b = _mm512_set1_epi32(bias);
   size_t i = 0;

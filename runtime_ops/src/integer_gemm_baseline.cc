@@ -31,6 +31,7 @@ uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
 void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
   edge_float_generic(acc, y, n, bias, scale);
 }
+void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) { scale_rows_generic(acc, y, n, r); }
 void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t) {
   edge_levels_generic(acc, y, n, bias, t);
 }

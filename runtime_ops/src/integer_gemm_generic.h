@@ -104,6 +104,11 @@ inline int count_le_bucketed(const wq::ThresholdTable* t, int32_t v) {
   return head + (t0 <= v);
 }
 
+// floor(acc · r / 2^22): the int64 product is below 2^52, and >> on a negative int64 floors (C++20, and gcc)
+inline void scale_rows_generic(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>((int64_t(acc[i]) * r) >> 22);
+}
+
 inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const wq::ThresholdTable* t) {
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_bucketed(t, acc[i] + bias));
 }

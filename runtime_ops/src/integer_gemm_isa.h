@@ -15,6 +15,7 @@
   void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax);           \
   uint8_t max_u8(const uint8_t* x, size_t n);                                                                    \
   void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale);                            \
+  void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r);                                         \
   void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const ThresholdTable* t);             \
   void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t);                                    \
   void qdecode(const uint8_t* x, float* y, size_t n, const float* table256);                                     \

@@ -78,9 +78,9 @@ QUICK_BITS = ("8,8", "4,4", "2,f")
 # pipeline ("paper": fitted codebooks and (fsr, step) as they come, no data-aware refinement), so every quantizer is
 # compared on equal terms; the recipe rows then show what each technique beyond the paper buys on WQ + WQ.
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"codebook_refinement": False},
-    "bias": {"codebook_refinement": False, "bias_correction": True},
-    "sequential": {"codebook_refinement": False, "sequential_calibration": True},
+    "paper": {"codebook_refinement": False, "weight_granularity": "tensor"},
+    "bias": {"codebook_refinement": False, "weight_granularity": "tensor", "bias_correction": True},
+    "sequential": {"codebook_refinement": False, "weight_granularity": "tensor", "sequential_calibration": True},
     "channel": {"codebook_refinement": False, "weight_granularity": "channel"},
     "refine": {"gptq": False},                                 # least-squares refinement, FP32 target
     "refine+sequential": {"gptq": False, "sequential_calibration": True},
@@ -88,6 +88,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "gptq+lloyd": {"gptq": True, "act_quantizer": "lloyd"},   # the compiler's default
     "gptq+channel": {"gptq": True, "weight_granularity": "channel"},
     "gptq+lloyd+channel": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel"},
+    "gptq+lloyd+scaled": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel-scaled"},
+    # (8,8) on the ImageNet models, where 8-bit OptSearch is too slow for the matrix: k-means weights
+    "kmeans+lloyd+scaled": {"codebook_refinement": False, "weight_quantizer": "kmeans", "act_quantizer": "lloyd",
+                            "weight_granularity": "channel-scaled"},
 }
 # Which recipe rows each model gets (bits, recipe), on WQ weights + WQ activations (a recipe may change the latter).
 RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the default matrix within 30 minutes
@@ -95,13 +99,17 @@ RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the d
               ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
     "fashion": (("8,8", "gptq+lloyd"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
                 ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
-    "mobilenet": (("4,4", "channel"), ("4,4", "gptq+lloyd"), ("4,4", "gptq+lloyd+channel")),
+    "mobilenet": (("8,8", "kmeans+lloyd+scaled"), ("4,4", "channel"), ("4,4", "gptq+lloyd"), ("4,4", "gptq+lloyd+scaled"),
+                  ("4,4", "gptq+lloyd+channel")),
+    "opennsfw": (("8,8", "kmeans+lloyd+scaled"), ("4,4", "gptq+lloyd")),
 }
 RECIPE_LABELS = {
     "bias": "+ bias correction", "sequential": "+ sequential calibration", "channel": "+ per-channel codebooks",
     "refine": "+ refinement", "refine+sequential": "+ refinement + sequential",
     "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement (the default)",
     "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+lloyd+channel": "+ per-channel + GPTQ + refinement",
+    "gptq+lloyd+scaled": "+ channel-scaled + GPTQ + refinement",
+    "kmeans+lloyd+scaled": "channel-scaled k-means weights, Lloyd activations",
 }
 ORT_METHOD = "ort-int8"
 FIGURE_BITS = "4,4"
@@ -252,7 +260,8 @@ def plan(model: str, bits: list[str], weights: list[str], acts: list[str], pairs
     if recipes:
         for b, recipe in RECIPE_ROWS.get(model, ()):
             if b in bits:
-                runs.append((b, "wq", "f" if b.endswith(",f") else "wq", recipe))
+                weights = RECIPES[recipe].get("weight_quantizer", "wq")
+                runs.append((b, weights, "f" if b.endswith(",f") else "wq", recipe))
     return runs
 
 
@@ -353,6 +362,7 @@ def run_config(bits: str, weights: str, acts: str, recipe: str):
     from wqcompile.config import QuantConfig
 
     options = dict(RECIPES[recipe])
+    weights = options.pop("weight_quantizer", weights)
     recipe_act = options.pop("act_quantizer", None)        # irrelevant when activations stay in full precision
     if recipe_act is not None and acts != "f":
         acts = recipe_act

@@ -57,8 +57,9 @@ def main(verbose: int) -> None:
 @click.option("--weight-mode", type=click.Choice(["symmetric", "per_sign"]), default="symmetric", show_default=True)
 @click.option("--weight-search", type=click.Choice(["exact", "bisect"]), default="exact", show_default=True)
 @click.option("--act-search", type=click.Choice(["code", "robust"]), default="code", show_default=True)
-@click.option("--weight-granularity", type=click.Choice(list(GRANULARITIES)), default="tensor",
-              show_default=True)
+@click.option("--weight-granularity", type=click.Choice(["auto", *GRANULARITIES]), default="auto", show_default=True,
+              help="Codebooks per tensor (the paper), per output channel, or one shared codebook times an int32 scale "
+                   "per channel (channel-scaled); auto = channel-scaled depthwise convs, per-tensor elsewhere.")
 @click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
               help="Remove the mean output shift quantization causes, measured on the calibration data.")
 @click.option("--codebook-refinement/--no-codebook-refinement", default=QuantConfig.codebook_refinement, show_default=True,

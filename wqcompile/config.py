@@ -50,7 +50,7 @@ def node_matches(pattern: str, name: str, op_type: str, kinds: frozenset[str] = 
         return False
 
 
-GRANULARITIES = ("tensor", "channel", "channel-scaled")
+GRANULARITIES = ("tensor", "channel", "channel-scaled")   # what a layer gets; the config may also say "auto"
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,10 @@ class QuantConfig:
     weight_mode: str = "symmetric"        # wq-algorithm.md §2.3: "symmetric" (caffe-WQ) or "per_sign" (paper)
     weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
     act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"
-    weight_granularity: str = "tensor"    # "tensor" (paper), "channel" (one codebook per output channel) or
-                                          # "channel-scaled" (one shared codebook times a per-channel scale)
+    weight_granularity: str = "auto"      # "tensor" (paper), "channel" (one codebook per output channel),
+                                          # "channel-scaled" (one shared codebook times a per-channel scale) or
+                                          # "auto": channel-scaled depthwise convs, per-tensor elsewhere (measured best,
+                                          # docs/decisions.md)
     bias_correction: bool = False         # remove the mean output shift (CorrectBiasPass); measured to hurt, see docs
     codebook_refinement: bool = True      # least-squares codebook values on calibration data (RefineCodebooksPass);
                                           # default since the fp32 target won on Fashion and MNIST (4,4), see docs
@@ -126,7 +128,7 @@ class QuantConfig:
             "weight_mode": ("symmetric", "per_sign"),
             "weight_search": ("exact", "bisect"),
             "act_search": ("code", "robust"),
-            "weight_granularity": GRANULARITIES,
+            "weight_granularity": ("auto", *GRANULARITIES),
             "refinement_target": REFINEMENT_TARGETS,
         }
         for name, allowed in choices.items():
@@ -151,6 +153,8 @@ class QuantConfig:
 
     def granularity_for(self, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> str:
         granularity = self.weight_granularity
+        if granularity == "auto":   # 9 weights per channel: a per-tensor codebook collapses on small-range channels
+            granularity = "channel-scaled" if "depthwise" in kinds else "tensor"
         for ov in self.overrides:
             if ov.granularity is not None and node_matches(ov.pattern, name, op_type, kinds):
                 granularity = ov.granularity

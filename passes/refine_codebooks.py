@@ -22,8 +22,10 @@ simulation (earlier layers' dequantized weights and fake-quantized activations, 
 refit also compensates the error arriving from earlier layers. Then ``G = Σ_o B_o^T B_o`` with ``B_o = X_q·onehot(idx_o)``
 and ``r = Σ_o onehot(idx_o)^T (S_qf w_o)``, ``S_qf = Σ x_q x_fp^T``: both inputs are streamed from the same calibration
 batches through two onnxruntime sessions (same im2col positions), keeping ``S_qq``, ``S_qf`` (and ``S_ff``, for the
-error) per group. Standalone, the layers are visited in topological order, one calibration pass each, every earlier
-layer already refined; inside ``--sequential-calibration`` the sequential simulation is used as ``x_q``.
+error) per group. Standalone, the layers are visited in topological order, every earlier layer already refined, with
+one forward pass of the simulation and of the FP32 model in all, run incrementally up to each layer's input
+(:func:`fp32_target_moments`, all calibration batches kept in memory); inside ``--sequential-calibration`` the
+sequential simulation is used as ``x_q``.
 """
 
 from __future__ import annotations
@@ -329,6 +331,53 @@ def fp32_session(model, ctx):
     return augmented_session(model, list(dict.fromkeys(wl.input for wl in ctx.weight_layers.values())))
 
 
+def fp32_target_moments(graph: gs.Graph, ctx, layers: list[str], *, keep_fp: bool = False):
+    """Yields ``(layer, JointMoments)`` for ``layers`` (in topological order): the moments of ``x_q``, the layer's
+    input in the simulation with every other weight layer dequantized (:func:`simulation_model`, every fitted
+    activation fake-quantized), and of ``x_fp``, its input in the FP32 model.
+
+    The caller may replace ``ctx.weights[layer]`` before resuming: the simulation is one forward pass run
+    incrementally (:class:`SimulationStream`), and a weight layer's node runs, with the dequantized weights
+    ``ctx.weights`` holds at that moment, only when a later layer's input needs it, so every layer upstream of a
+    yielded one has been yielded (and refit) first. Each node runs once over all calibration batches, which are read
+    once and kept, with the tensors at the frontier of the two passes; the values are those of building
+    ``simulation_model`` and a session per layer, up to onnxruntime's summation order.
+    """
+    from onnx import numpy_helper
+
+    from wqcompile.passes.correct_bias import dequantized_weights
+    from wqcompile.passes.sequential_calibrate import _stored_weight, simulation_model
+    from wqcompile.passes.simulation_stream import SimulationStream
+
+    base = export_model(graph, ctx)
+    acts = {a.output for a in ctx.act_layers.values() if a.output in ctx.activations}
+    sim_model = simulation_model(base, ctx, [], acts)
+    inits = {t.name: t for t in base.graph.initializer}
+    base_nodes = {n.name: n for n in base.graph.node}
+    # a weight that is not an initializer cannot be swapped for its dequantized value: it stays FP32 in x_q
+    owner = {ctx.weight_layers[d].weight: d for d in ctx.weights if ctx.weight_layers[d].weight in inits}
+
+    def dequantized(tensor: str) -> np.ndarray | None:
+        layer = owner.get(tensor)
+        if layer is None:
+            return None
+        orig = numpy_helper.to_array(inits[tensor])
+        return _stored_weight(base_nodes[layer], dequantized_weights(ctx.weights[layer]), orig.shape).astype(orig.dtype)
+
+    nodes = {n.name: n for n in graph.nodes}
+    index = {name: i for i, name in enumerate(ctx.weight_layers)}
+    batches = list(open_calibration(ctx.calibration, base, max_samples=ctx.config.max_calib_samples))
+    targets = [ctx.weight_layers[name].input for name in layers]
+    sim = SimulationStream(sim_model, batches, targets, weights=dequantized)
+    fp = SimulationStream(base, batches, targets)
+    for name in layers:
+        jm = JointMoments(nodes[name], linear_layer(nodes[name]), ctx.config.seed + index[name], keep_fp=keep_fp)
+        inp = ctx.weight_layers[name].input
+        for x_q, x_fp in zip(sim.advance([inp])[inp], fp.advance([inp])[inp]):
+            jm.update(x_q, x_fp)
+        yield name, jm
+
+
 def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration) -> dict[str, InputMoments]:
     """Stream the calibration data through ``model`` once and accumulate the inputs of ``layers``."""
     nodes = {n.name: n for n in graph.nodes}
@@ -407,21 +456,13 @@ class RefineCodebooksPass(Pass):
 
     def _refine_to_fp32(self, graph: gs.Graph, ctx, todo: list[str]) -> None:
         """Topological order; each layer's ``x_q`` from the simulation with every earlier weight layer dequantized
-        (already refined) and every activation quantizer fake-quantized (later ones cannot reach this input)."""
-        from wqcompile.passes.sequential_calibrate import simulation_model
-
-        base = export_model(graph, ctx)
-        fp = fp32_session(base, ctx)
-        acts = {a.output for a in ctx.act_layers.values() if a.output in ctx.activations}
-        # a weight that is not an initializer cannot be swapped for its dequantized value: it stays FP32 in x_q
-        inits = {t.name for t in base.graph.initializer}
-        simulable = [d for d in ctx.weights if ctx.weight_layers[d].weight in inits]
+        (already refined) and every activation quantizer fake-quantized (later ones cannot reach this input); one
+        incremental forward pass of the simulation and of the FP32 model in all (:func:`fp32_target_moments`)."""
         todo_set = set(todo)
         ordered = [n.name for n in graph.nodes if n.name in todo_set]
-        for name in tqdm(ordered, desc="refine codebooks (fp32 target)", unit="layer",
-                         disable=not ctx.config.progress, file=sys.stderr, leave=False):
-            sim = simulation_model(base, ctx, [d for d in simulable if d != name], acts)
-            jm = collect_joint_moments(sim, fp, graph, ctx, [name], ctx.calibration)[name]
+        for name, jm in tqdm(fp32_target_moments(graph, ctx, ordered), total=len(ordered),
+                             desc="refine codebooks (fp32 target)", unit="layer", disable=not ctx.config.progress,
+                             file=sys.stderr, leave=False):
             ctx.weights[name] = refit_layer(ctx.weights[name], jm, gptq=ctx.config.gptq,
                                             keep_symmetry=self.keep_symmetry)
             ctx.refined_layers.add(name)

@@ -94,7 +94,8 @@ def _recipes(rows: list[dict], fp32: dict) -> list[str]:
     if not recipes:
         return []
     metric = "top-1 Δ pts (SQNR)" if "top1" in fp32 else "SQNR, agreement"
-    out = [f"Post-training recipes on WQ + WQ (what each technique beyond the paper buys, and its compile time):", "",
+    out = [f"Post-training recipes on WQ + WQ unless the row names other quantizers (what each technique beyond the paper "
+           f"buys, and its compile time):", "",
            f"| (w,a) | pipeline | {metric} | agree % | size × | compile s |", "|---|---|---|---|---|---|"]
     shown: set[str] = set()
     for r in recipes:

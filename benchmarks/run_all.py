@@ -108,8 +108,8 @@ RECIPE_LABELS = {
     "refine": "+ refinement", "refine+sequential": "+ refinement + sequential",
     "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement (the default)",
     "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+lloyd+channel": "+ per-channel + GPTQ + refinement",
-    "gptq+lloyd+scaled": "+ channel-scaled + GPTQ + refinement",
-    "kmeans+lloyd+scaled": "channel-scaled k-means weights, Lloyd activations",
+    "gptq+lloyd+scaled": "+ channel-scaled every layer + GPTQ + refinement",
+    "kmeans+lloyd+scaled": "channel-scaled k-means weights (every layer), no refinement",
 }
 ORT_METHOD = "ort-int8"
 FIGURE_BITS = "4,4"

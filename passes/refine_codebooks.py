@@ -376,6 +376,9 @@ def fp32_target_moments(graph: gs.Graph, ctx, layers: list[str], *, keep_fp: boo
         for x_q, x_fp in zip(sim.advance([inp])[inp], fp.advance([inp])[inp]):
             jm.update(x_q, x_fp)
         yield name, jm
+    # every calibration batch is held at the graph's frontier: the memory cost of this pass (--max-calib-samples)
+    logger.info("fp32-target refinement: %d calibration batches, peak %.0f MiB of cached activations",
+                len(batches), (sim.peak_bytes + fp.peak_bytes) / 2**20)
 
 
 def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration) -> dict[str, InputMoments]:

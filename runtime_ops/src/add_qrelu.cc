@@ -37,6 +37,7 @@ std::shared_ptr<const DecodeTable> prepare_decode_table(const InputView& t, cons
   auto out = std::make_shared<DecodeTable>();
   out->size = t.numel;
   std::copy(t.as<float>(), t.as<float>() + t.numel, out->values);
+  fill_float_table_planes(out->values, &out->planes[0][0]);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // and checked as QRelu / QDecode do, and the AddQRelu computation over whole tensors (numpy broadcasting).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,7 +16,11 @@ namespace wq {
 struct DecodeTable {
   int64_t size = 0;
   alignas(64) float values[256] = {};   // zero past size
+  // right after values: byte b of each value (IsaKernels::add_qrelu's table layout, read by the AVX-512 VBMI path)
+  alignas(64) uint8_t planes[4][256] = {};
 };
+static_assert(offsetof(DecodeTable, planes) == offsetof(DecodeTable, values) + sizeof(float) * 256,
+              "the byte planes must follow the values");
 
 std::shared_ptr<const FloatThresholds> prepare_qrelu_thresholds(const InputView& t, const std::string& where);
 std::shared_ptr<const DecodeTable> prepare_decode_table(const InputView& t, const std::string& where);

@@ -135,7 +135,7 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
   }
 
   // input kind: x_table present exactly when X is uint8
-  L->x_table256.assign(256, 0);
+  L->x_table256.assign(kLevelTableInt16, 0);
   if (x_levels) {
     const InputView& t = ops.x_table;
     if (!has_data(t)) fail(where, "uint8 level input needs an x_table input");
@@ -149,6 +149,7 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
       if (i < 256) L->x_table256[static_cast<size_t>(i)] = static_cast<int16_t>(v);
     }
     L->x_bound = bound;
+    fill_level_table_planes(L->x_table256.data());
   } else {
     if (has_data(ops.x_table)) fail(where, "a float32 input must not come with an x_table");
     if (attrs.x_max < 1 || attrs.x_max > 32767)

@@ -48,7 +48,7 @@ struct PreparedLayer {
   // input side
   bool x_levels = false;          // uint8 level input (else float32)
   int64_t x_table_size = 0;
-  std::vector<int16_t> x_table256;   // level → mantissa, zero past the table
+  std::vector<int16_t> x_table256;   // level → mantissa, zero past the table; then its byte planes (kLevelTableInt16)
   int64_t x_bound = 0;            // max |X|: x_max (float) or max |x_table| (levels)
 
   int64_t row_of(int64_t o) const { return gc == 1 ? 0 : o; }

@@ -1,6 +1,7 @@
 // Run-time choice of the instruction set (compiled with the baseline flags: this file must run on any x86-64).
 #include "integer_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,21 @@ const IsaKernels& table_avx512() {
   return k;
 }
 
+// AVX-512 with the VBMI level lookups (inputs, QDecode, AddDecodeQRelu; the fused quantizer's VBMI index is chosen per table: ThresholdTable::octave_ok)
+const IsaKernels& table_avx512_vbmi() {
+  static const IsaKernels k = [] {
+    IsaKernels t = WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge);
+    t.lookup = isa_avx512::lookup_vbmi;
+    t.pair_levels = isa_avx512::pair_levels_vbmi;
+    t.qdecode = isa_avx512::qdecode_vbmi;
+    t.add_qrelu = isa_avx512::add_qrelu_vbmi;
+    return t;
+  }();
+  return k;
+}
+
+const IsaKernels& best_avx512() { return cpu_supports_avx512_vbmi() ? table_avx512_vbmi() : table_avx512(); }
+
 }  // namespace
 
 bool cpu_supports_avx2() {
@@ -51,7 +67,7 @@ const IsaKernels& select_isa() {
   const char* env = std::getenv("WQCOMPILE_ISA");
   const std::string want = env ? env : "";
   if (want.empty() || want == "auto") {
-    if (cpu_supports_avx512()) return table_avx512();
+    if (cpu_supports_avx512()) return best_avx512();
     if (cpu_supports_avx2()) return table_avx2();
     return table_baseline();
   }
@@ -62,9 +78,236 @@ const IsaKernels& select_isa() {
   }
   if (want == "avx512") {
     if (!cpu_supports_avx512()) throw Error("WQCOMPILE_ISA=avx512 but this CPU lacks AVX-512 F/BW/VL/VNNI");
-    return table_avx512();
+    return best_avx512();
   }
   throw Error("WQCOMPILE_ISA must be baseline, avx2, avx512 or auto, got '" + want + "'");
+}
+
+namespace {
+
+// One bucket's requirement in an octave-class index (ThresholdTable::octave_ok, FloatThresholds::octave_ok): free
+// (its values are below t[0], never looked up), exact (L and D ∈ [dlo, dhi] give its levels exactly) and/or at
+// least `lmin` (its values are above every reachable threshold: the level is clamped to the count, so any
+// L - [frac < D] ≥ lmin will do).
+struct OctaveCell {
+  bool exact = false;
+  int L = 0;
+  int64_t dlo = 0, dhi = 0;
+  int lmin = -1;   // < 0: no lower bound
+};
+
+// L - [frac < D] at its smallest, with D = max(dlo, 0) (the value stored)
+bool cell_ok(const OctaveCell& c) { return !c.exact || c.lmin < 0 || c.L - (c.dlo > 0 ? 1 : 0) >= c.lmin; }
+
+bool merge_cell(OctaveCell* c, const OctaveCell& n) {
+  OctaveCell r = *c;
+  if (n.exact) {
+    if (r.exact) {
+      if (r.L != n.L) return false;
+      r.dlo = std::max(r.dlo, n.dlo);
+      r.dhi = std::min(r.dhi, n.dhi);
+      if (r.dlo > r.dhi) return false;
+    } else {
+      r.exact = true, r.L = n.L, r.dlo = n.dlo, r.dhi = n.dhi;
+    }
+  }
+  r.lmin = std::max(r.lmin, n.lmin);
+  if (!cell_ok(r)) return false;
+  *c = r;
+  return true;
+}
+
+// The classes of an octave-class index: an octave's 32 cells join a class when they agree with it up to a constant
+// shift s of L (a partial octave counts from a different first level: its base is lo - s).
+struct OctaveClasses {
+  static constexpr int kMax = 2;
+  OctaveCell cls[kMax][32];
+  int n = 0;
+
+  // Class index (or -1) and the octave's shift s (class L = cell L + s); when s < 0 the class is raised by
+  // *raised = -s instead (s = 0; the caller lowers the bases of the class's earlier octaves by as much).
+  // `only` ≥ 0 restricts the choice to that class.
+  int assign(const OctaveCell* cells, int only, int* shift, int* raised) {
+    *raised = 0;
+    for (int ci = 0; ci < n; ++ci) {
+      if (only >= 0 && ci != only) continue;
+      int s = 0;   // from the first cell exact in both (else 0)
+      for (int m = 0; m < 32; ++m)
+        if (cls[ci][m].exact && cells[m].exact) {
+          s = cls[ci][m].L - cells[m].L;
+          break;
+        }
+      const int up = s < 0 ? -s : 0;
+      s += up;
+      OctaveCell trial[32];
+      bool ok = true;
+      for (int m = 0; m < 32 && ok; ++m) {
+        OctaveCell c = cells[m];
+        c.L += s;
+        if (c.lmin >= 0) c.lmin += s;
+        trial[m] = cls[ci][m];
+        trial[m].L += up;
+        if (trial[m].lmin >= 0) trial[m].lmin += up;
+        ok = merge_cell(&trial[m], c);
+      }
+      if (!ok) continue;
+      for (int m = 0; m < 32; ++m) cls[ci][m] = trial[m];
+      *shift = s;
+      *raised = up;
+      return ci;
+    }
+    if (n == kMax || only >= 0) return -1;
+    for (int m = 0; m < 32; ++m) {
+      cls[n][m] = OctaveCell{};
+      if (!merge_cell(&cls[n][m], cells[m])) return -1;
+    }
+    *shift = 0;
+    return n++;
+  }
+
+  // octave_class entries L | D << 8 (classes past n repeat class 0)
+  bool store(uint32_t* out) const {
+    for (int ci = 0; ci < kMax; ++ci)
+      for (int m = 0; m < 32; ++m) {
+        const OctaveCell& c = cls[ci < n ? ci : 0][m];
+        uint32_t L = 0, D = 0;
+        if (c.exact) {
+          L = static_cast<uint32_t>(c.L);
+          D = static_cast<uint32_t>(std::max<int64_t>(c.dlo, 0));
+        } else if (c.lmin >= 0) {
+          L = static_cast<uint32_t>(c.lmin);
+        }
+        if (L > 255 || D > 0xFFFFFF) return false;
+        out[32 * ci + m] = L | D << 8;
+      }
+    return true;
+  }
+};
+
+// The cells of one octave: buckets [start(m), start(m) + width) in the value domain of the sorted t[0..count)
+// (int32 accumulators, or float bits); `lo` = #{t < the octave's first value}. frac is v - start scaled by
+// 2^shift, so frac ≥ D ⇔ v - start ≥ r (the threshold's residual) for (r - 1)·2^shift < D ≤ r·2^shift.
+// False: a bucket holds two thresholds.
+template <typename Start>
+bool octave_cells(const int32_t* t, int count, int lo, int64_t width, Start start_of, int shift, OctaveCell* cells) {
+  const int32_t* end = t + count;
+  for (int m = 0; m < 32; ++m) {
+    const int64_t start = start_of(m);
+    OctaveCell& c = cells[m];
+    c = OctaveCell{};
+    if (start + width <= t[0]) continue;   // below t[0]: never looked up
+    if (start > t[count - 1]) {            // above the last threshold: at least the rest of them
+      c.lmin = count - lo;
+      continue;
+    }
+    const int a = static_cast<int>(std::lower_bound(t, end, static_cast<int32_t>(start)) - t);
+    const int b = start + width > INT32_MAX ? count
+                                            : static_cast<int>(std::lower_bound(t, end, static_cast<int32_t>(start + width)) - t);
+    const int n = b - a, lo_rel = a - lo;
+    c.exact = true;
+    if (n == 0) {
+      c.L = lo_rel;   // D = 0: [frac < 0] never holds
+    } else if (n == 1) {
+      c.L = lo_rel + 1;
+      const int64_t r = int64_t(t[a]) - start;
+      c.dlo = r > 0 ? ((r - 1) << shift) + 1 : 0;   // r = 0 (a threshold at the bucket start): D = 0
+      c.dhi = r << shift;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Builds ThresholdTable::octave* (see there) over the reachable thresholds t[0..reachable); false when the set does
+// not fit (a bucket of an octave ≥ 8 holding two thresholds, more than two classes, a base outside the entry).
+bool build_octave_index(const int32_t* t, int reachable, ThresholdTable* out) {
+  if (reachable < 1 || t[0] < 1) return false;
+  OctaveClasses classes;
+  int base_of[30] = {0}, class_of[30] = {0};
+  bool member[30] = {false};
+  for (int e = 8; e <= 29; ++e) {
+    const int lo = static_cast<int>(std::lower_bound(t, t + reachable, int32_t(1) << e) - t);
+    // above every reachable threshold (lo = reachable): base = lo + 1 and L - [frac < D] ≥ -1 give ≥ lo, clamped
+    int base = lo + 1, ci = 0;
+    if (lo < reachable) {
+      const int k = e - 5;
+      OctaveCell cells[32];
+      // frac = (v - start) << (24 - k)
+      if (!octave_cells(t, reachable, lo, int64_t(1) << k, [&](int m) { return int64_t(32 + m) << k; }, 24 - k, cells))
+        return false;
+      int s = 0, raised = 0;
+      ci = classes.assign(cells, -1, &s, &raised);
+      if (ci < 0) return false;
+      for (int f = 8; f < e; ++f)
+        if (member[f] && class_of[f] == ci) base_of[f] -= raised;
+      base = lo - s;
+      member[e] = true;
+    }
+    base_of[e] = base;
+    class_of[e] = ci;
+  }
+  for (int j = 0; j < 32; ++j) out->octave[j] = 0;
+  for (int e = 8; e <= 29; ++e) {
+    if (base_of[e] < -(1 << 22) || base_of[e] >= (1 << 22)) return false;
+    out->octave[(127 + e) & 31] = static_cast<int32_t>(static_cast<uint32_t>(base_of[e]) << 8) | class_of[e];
+  }
+  if (!classes.store(out->octave_class)) return false;
+  out->octave_classes = std::max(1, classes.n);
+  const int32_t* end = t + reachable;
+  for (int v = 0; v < 256; ++v) out->octave_small[v] = static_cast<uint8_t>(std::upper_bound(t, end, int32_t(v)) - t);
+  out->octave_reach = reachable;
+  return true;
+}
+
+// FloatThresholds::octave* over t[0..count) (positive, finite, non-decreasing: their bits order as the floats)
+bool build_float_octave_index(const int32_t* bits, int count, FloatThresholds* out) {
+  if (count < 1 || bits[0] <= 0 || bits[count - 1] >= 0x7F800000) return false;
+  // octaves e0 .. e0 + 32: the last shares the first's slot and class; its lanes add octave_wrap_add
+  const int e0 = bits[0] >> 23;
+  if ((bits[count - 1] >> 23) > e0 + 32 || e0 + 33 > 255) return false;
+  OctaveClasses classes;
+  int base_of[33] = {0}, class_of[33] = {0};   // by e - e0
+  bool member[33] = {false};
+  for (int e = e0; e <= e0 + 32; ++e) {
+    const int lo = static_cast<int>(std::lower_bound(bits, bits + count, static_cast<int32_t>(e << 23)) - bits);
+    int base = lo + 1, ci = e == e0 + 32 ? class_of[0] : 0;   // lo = count: as in build_octave_index
+    if (lo < count) {
+      OctaveCell cells[32];
+      // frac = bits & 0x3FFFF = bits - start: D = r exactly
+      if (!octave_cells(bits, count, lo, int64_t(1) << 18, [&](int m) { return (int64_t(e) << 23) | (int64_t(m) << 18); },
+                        0, cells))
+        return false;
+      int s = 0, raised = 0;
+      ci = classes.assign(cells, e == e0 + 32 ? class_of[0] : -1, &s, &raised);
+      if (ci < 0) return false;
+      for (int f = 0; f < e - e0; ++f)
+        if (member[f] && class_of[f] == ci) base_of[f] -= raised;
+      base = lo - s;
+      member[e - e0] = true;
+    }
+    base_of[e - e0] = base;
+    class_of[e - e0] = ci;
+  }
+  for (int f = 0; f < 32; ++f) {
+    if (base_of[f] < -(1 << 22) || base_of[f] >= (1 << 22)) return false;
+    out->octave[(e0 + f) & 31] = static_cast<int32_t>(static_cast<uint32_t>(base_of[f]) << 8) | class_of[f];
+  }
+  if (!classes.store(out->octave_class)) return false;
+  out->octave_classes = std::max(1, classes.n);
+  out->octave_wrap = (e0 + 32) << 23;
+  out->octave_wrap_add = base_of[32] - base_of[0];
+  out->octave_top = (e0 + 33) << 23;
+  return true;
+}
+
+}  // namespace
+
+bool cpu_supports_avx512_vbmi() {
+  __builtin_cpu_init();
+  const char* off = std::getenv("WQCOMPILE_NO_VBMI");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+  return cpu_supports_avx512() && __builtin_cpu_supports("avx512vbmi");
 }
 
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
@@ -88,9 +331,12 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   // The coarsest resolution P in 5..9 that keeps every bucket of width > 1 to at most one threshold.
   out->packed_ok = false;
   out->packed.clear();
+  out->octave_ok = false;
   if (count < 1 || t[0] < 1) return;
   int reachable = 0;
   while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
+  // the gather-free octave index (AVX-512 VBMI only; built when this CPU can use it)
+  out->octave_ok = cpu_supports_avx512_vbmi() && build_octave_index(t, reachable, out);
   for (int p = 5; p <= 9 && !out->packed_ok; ++p) {
     const int nb = 32 << p;
     std::vector<int> in_b(static_cast<size_t>(nb), 0);
@@ -138,10 +384,12 @@ void build_float_thresholds(const float* t, int count, FloatThresholds* out) {
   for (int j = 0; j < 16; ++j)
     for (int b = 0; b < 16; ++b) out->transposed[j][b] = out->padded[16 * b + j];
   // the 32-bit index on the float bits (see FloatThresholds::packed)
+  out->octave_ok = false;
   out->packed_ok = count >= 1 && t[0] > 0.0f;
   if (!out->packed_ok) return;
   int32_t bits[256];
   for (int j = 0; j < count; ++j) std::memcpy(&bits[j], &t[j], sizeof(int32_t));
+  out->octave_ok = cpu_supports_avx512_vbmi() && build_float_octave_index(bits, count, out);
   out->base = bits[0] >> 18;
   int in_key[1024] = {0};
   for (int j = 0; j < count; ++j) {

@@ -49,6 +49,26 @@ struct ThresholdTable {
   int packed_shift = 18;           // 23 - P: float32 mantissa bits below the bucket's
   int32_t packed_key_bias = 4063;  // (127 << P) - 1: bucket = (bits(float(v)) >> packed_shift) - packed_key_bias
   std::vector<uint32_t> packed;    // 32 << P entries when packed_ok
+  // Gather-free index of log-spaced sets (AVX-512 VBMI, octave_ok; build_octave_index): the P = 5 buckets of one
+  // octave e (8 ≤ e ≤ 29) repeat the same pattern in every octave of a log-spaced set (the same thresholds up to a
+  // factor 2^e), so the per-bucket data is stored once per *class* of octaves and the octave only adds its first
+  // level. For v ≥ 256 with e = floor(log2 v), m the 5 bits below the leading one and frac = the k = e - 5 bits
+  // below those, left-aligned in 24 bits ((v << (29 - e)) & 0xFFFFFF):
+  //   level = min(base + L - [frac < D], octave_reach),  octave[(127 + e) & 31] = base << 8 | class,
+  //   octave_class[32 class + m] = L | D << 8,
+  // where base = lo - s, lo = #{j : t[j] < 2^e}, s the octave's shift against its class (0 for a full octave; a
+  // partial one may count from another level) and [frac ≥ D] ⇔ v - start(bucket) ≥ ceil(D / 2^(24-k)) = the
+  // residual of the bucket's threshold (each octave of a class has D in its interval; L - s - 1 + [..] or L - s
+  // counts the thresholds of the octave below v). v < 256: level = octave_small[v]; v < t[0]: 0. Every lookup is a
+  // register permute (two vpermi2d for the octave and class entries, two vpermi2b for octave_small): no gather.
+  // Built only when every octave from 8 to 29 fits one of at most two classes (WQ LogQuant sets whose step divides
+  // an octave: one or two classes; Lloyd / linear sets do not qualify and keep the packed index).
+  bool octave_ok = false;
+  int octave_classes = 1;                   // 1 or 2 (entries 32..63 repeat 0..31 with one)
+  int32_t octave_reach = 0;                 // #{j : t[j] < 2^30}
+  alignas(64) int32_t octave[32];
+  alignas(64) uint32_t octave_class[64];
+  alignas(64) uint8_t octave_small[256];
 };
 
 // The bucket of v at P bits of resolution (P = 5 is threshold_bucket): 0 for v ≤ 0, else 1 + 2^P·e + m.
@@ -86,6 +106,23 @@ struct FloatThresholds {
   bool packed_ok = false;
   int32_t base = 0;
   alignas(64) uint32_t packed[1024];
+  // Gather-free octave-class index (octave_ok; AVX-512, built with the VBMI paths: cpu_supports_avx512_vbmi), as
+  // ThresholdTable::octave on the float bits: for x ≥ t[0] with biased exponent E = bits >> 23 < octave_top >> 23,
+  // m = bits 18..22 and frac = bits & 0x3FFFF (exact: the float's own mantissa bits),
+  //   level = min(base + L - [frac < D], count),  octave[E & 31] = base << 8 | class,  octave_class[32 class + m] = L | D << 8,
+  // base = lo - s as there, lo = #{j : t[j] < 2^(E - 127)}; x ≥ bits octave_top (33 octaves above t[0]'s, +Inf) is
+  // level count. The 33rd octave (bits ≥ octave_wrap) shares the slot and class of t[0]'s and adds the difference
+  // of their bases, octave_wrap_add
+  // (a 255-level set 1/8 octave apart spans 31.9 octaves, so up to 33 of them). Built when every threshold is
+  // finite, within those octaves, and the octaves fit at most two classes (geometric sets: float rounding is
+  // scale-invariant, so their octaves repeat exactly).
+  bool octave_ok = false;
+  int octave_classes = 1;
+  int32_t octave_top = 0;
+  int32_t octave_wrap = 0;
+  int32_t octave_wrap_add = 0;
+  alignas(64) int32_t octave[32];
+  alignas(64) uint32_t octave_class[64];
 };
 
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
@@ -157,6 +194,29 @@ struct PoolPlaneI32 {
   int32_t* rowmax;
 };
 
+// The level tables handed to lookup / pair_levels: 256 int16 mantissas (zero past the layer's table), then the same
+// entries as two byte planes, their low bytes and their high bytes (256 bytes each, read by the AVX-512 VBMI path's
+// byte permutes: 64 lookups per vpermi2b pair). fill_level_table_planes writes the planes from the mantissas.
+constexpr size_t kLevelTableInt16 = 512;
+inline void fill_level_table_planes(int16_t* table) {
+  uint8_t* planes = reinterpret_cast<uint8_t*>(table + 256);
+  for (int j = 0; j < 256; ++j) {
+    const uint16_t u = static_cast<uint16_t>(table[j]);
+    planes[j] = static_cast<uint8_t>(u & 0xFF);
+    planes[256 + j] = static_cast<uint8_t>(u >> 8);
+  }
+}
+
+// planes[256 b + j] = byte b (little-endian) of table[j], j < 256: the layout IsaKernels::add_qrelu reads right
+// after its 256-float table (DecodeTable)
+inline void fill_float_table_planes(const float* table, uint8_t* planes) {
+  for (int j = 0; j < 256; ++j) {
+    uint32_t u;
+    __builtin_memcpy(&u, table + j, sizeof(u));
+    for (int b = 0; b < 4; ++b) planes[256 * b + j] = static_cast<uint8_t>(u >> (8 * b));
+  }
+}
+
 struct IsaKernels {
   const char* name;
   int mr;      // rows of a GEMM tile
@@ -170,7 +230,8 @@ struct IsaKernels {
   // y = clip(rint(x · scale), ±xmax), NaN → 0; scale is an exact power of two in float32's normal range
   void (*quantize)(const float* x, int16_t* y, size_t n, float scale, float xmax);
   // y = table[x]; returns max(x) (0 for n = 0), which the caller checks against the table size (a level past the
-  // table reads one of its 256 entries, zero-filled, and is then reported as an error)
+  // table reads one of its 256 entries, zero-filled, and is then reported as an error). table256 has the layout of
+  // kLevelTableInt16 (mantissas, then their byte planes).
   uint8_t (*lookup)(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);
   // The rows of QConv's pair image straight from the input: dst[i] = the int16 pair (m(x0[i]), m(x1[i])) (low half
   // first), m = table lookup (returns the max level read, checked by the caller like lookup) or quantize; x1 ==
@@ -193,7 +254,8 @@ struct IsaKernels {
   void (*max_pool)(const PoolPlane& p);
   void (*max_pool_i32)(const PoolPlaneI32& p);
   // y = #{j : t[j] ≤ a + b} (QRelu of ONNX Add, NaN → 0) with b[i] or, when lv is not null, table256[lv[i]]
-  // (levels checked against table_size by the caller)
+  // (levels checked against table_size by the caller; table256 is followed by its byte planes,
+  // fill_float_table_planes: a DecodeTable)
   void (*add_qrelu)(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
                     uint8_t* y, size_t n, const FloatThresholds* t);
   // gemm_tile followed by the edge in registers; nullptr when the instruction set has no fused version
@@ -206,5 +268,7 @@ struct IsaKernels {
 const IsaKernels& select_isa();
 bool cpu_supports_avx2();
 bool cpu_supports_avx512();
+// AVX-512 VBMI (vpermi2b) on top of cpu_supports_avx512(); WQCOMPILE_NO_VBMI=1 turns the VBMI paths off (tests, A/B)
+bool cpu_supports_avx512_vbmi();
 
 }  // namespace wq

@@ -33,6 +33,10 @@ inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask
 // Named accumulators (not an array): GCC keeps all 24 in zmm registers only this way. Rows r ≥ R and vectors
 // v ≥ NV are compiled out.
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e);
+// the NV vectors of tile row r (a1, a2 unused past NV)
+template <int NV>
+__attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m512i a2, int r, __mmask16 m0,
+                                                    __mmask16 m1, __mmask16 m2, const TileEdge& e);
 
 template <int R, int NV, bool Edge = false>
 void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int ncols,
@@ -98,9 +102,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   const __mmask16 m2 = tail_mask(ncols - 32 > 0 ? ncols - 32 : 0);
   if constexpr (R > 0) {
     if constexpr (Edge) {
-      edge_vector(c00, 0, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c01, 0, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c02, 0, 2, m2, *edge);
+      edge_row<NV>(c00, c01, c02, 0, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 0 * ldc, m0, c00);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 0 * ldc + 16, m1, c01);
@@ -109,9 +111,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 1) {
     if constexpr (Edge) {
-      edge_vector(c10, 1, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c11, 1, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c12, 1, 2, m2, *edge);
+      edge_row<NV>(c10, c11, c12, 1, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 1 * ldc, m0, c10);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 1 * ldc + 16, m1, c11);
@@ -120,9 +120,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 2) {
     if constexpr (Edge) {
-      edge_vector(c20, 2, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c21, 2, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c22, 2, 2, m2, *edge);
+      edge_row<NV>(c20, c21, c22, 2, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 2 * ldc, m0, c20);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 2 * ldc + 16, m1, c21);
@@ -131,9 +129,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 3) {
     if constexpr (Edge) {
-      edge_vector(c30, 3, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c31, 3, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c32, 3, 2, m2, *edge);
+      edge_row<NV>(c30, c31, c32, 3, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 3 * ldc, m0, c30);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 3 * ldc + 16, m1, c31);
@@ -142,9 +138,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 4) {
     if constexpr (Edge) {
-      edge_vector(c40, 4, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c41, 4, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c42, 4, 2, m2, *edge);
+      edge_row<NV>(c40, c41, c42, 4, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 4 * ldc, m0, c40);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 4 * ldc + 16, m1, c41);
@@ -153,9 +147,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 5) {
     if constexpr (Edge) {
-      edge_vector(c50, 5, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c51, 5, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c52, 5, 2, m2, *edge);
+      edge_row<NV>(c50, c51, c52, 5, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 5 * ldc, m0, c50);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 5 * ldc + 16, m1, c51);
@@ -164,9 +156,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 6) {
     if constexpr (Edge) {
-      edge_vector(c60, 6, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c61, 6, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c62, 6, 2, m2, *edge);
+      edge_row<NV>(c60, c61, c62, 6, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 6 * ldc, m0, c60);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 6 * ldc + 16, m1, c61);
@@ -175,9 +165,7 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
   if constexpr (R > 7) {
     if constexpr (Edge) {
-      edge_vector(c70, 7, 0, m0, *edge);
-      if constexpr (NV > 1) edge_vector(c71, 7, 1, m1, *edge);
-      if constexpr (NV > 2) edge_vector(c72, 7, 2, m2, *edge);
+      edge_row<NV>(c70, c71, c72, 7, m0, m1, m2, *edge);
     } else {
       _mm512_mask_storeu_epi32(c + 7 * ldc, m0, c70);
       if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 7 * ldc + 16, m1, c71);
@@ -286,7 +274,112 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
 }
 
+// The octave-class index (ThresholdTable::octave_ok, log-spaced sets): two dword permutes (octave entry, class
+// entry), a variable shift for the bits below the bucket, and two byte permutes for v < 256: no gather. Needs
+// AVX-512 VBMI (vpermi2b), so these functions carry their own target attribute and are only reached when
+// cpu_supports_avx512_vbmi() held when the table was built (octave_ok is false otherwise).
+#define WQ_VBMI __attribute__((target("avx512vbmi")))
+// GCC 12 flags the intrinsics' own `__Y = __Y` placeholders when they are inlined into a target("...") function
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+struct OctaveRegs {
+  __m512i oct0, oct1, c0, c1, c2, c3, s0, s1, s2, s3, t0, reach;
+};
+
+WQ_VBMI __attribute__((always_inline)) inline OctaveRegs octave_regs(const ThresholdTable* t) {
+  OctaveRegs r;
+  r.oct0 = _mm512_load_si512(t->octave);
+  r.oct1 = _mm512_load_si512(t->octave + 16);
+  r.c0 = _mm512_load_si512(t->octave_class);
+  r.c1 = _mm512_load_si512(t->octave_class + 16);
+  r.c2 = _mm512_load_si512(t->octave_class + 32);
+  r.c3 = _mm512_load_si512(t->octave_class + 48);
+  r.s0 = _mm512_load_si512(t->octave_small);
+  r.s1 = _mm512_load_si512(t->octave_small + 64);
+  r.s2 = _mm512_load_si512(t->octave_small + 128);
+  r.s3 = _mm512_load_si512(t->octave_small + 192);
+  r.t0 = _mm512_set1_epi32(t->padded[0]);
+  r.reach = _mm512_set1_epi32(t->octave_reach);
+  return r;
+}
+
+// level = #{j : t[j] ≤ v} for 16 lanes (ThresholdTable::octave_ok; see there for the formula); Two: two classes
+template <bool Two>
+WQ_VBMI __attribute__((always_inline)) inline __m512i count_levels_octave(__m512i v, const OctaveRegs& R) {
+  const __mmask16 live = _mm512_cmpge_epi32_mask(v, R.t0);   // t[0] ≥ 1: live lanes are positive
+  // the truncating conversion keeps the exponent (e + 127) and the 5 bits below the leading one
+  const __m512i bits = _mm512_castps_si512(_mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+  const __m512i ex = _mm512_srli_epi32(bits, 23);
+  const __m512i oct = _mm512_permutex2var_epi32(R.oct0, ex, R.oct1);             // index (127 + e) & 31
+  const __m512i mi = _mm512_srli_epi32(bits, 18);                                // low 5 bits: m
+  __m512i ent = _mm512_permutex2var_epi32(R.c0, mi, R.c1);
+  if constexpr (Two) ent = _mm512_mask_mov_epi32(ent, _mm512_test_epi32_mask(oct, _mm512_set1_epi32(1)),
+                                                 _mm512_permutex2var_epi32(R.c2, mi, R.c3));
+  // frac << 8: the k = e - 5 bits below the bucket's at bits 8..31 (shift 37 - e = 164 - (e + 127); the bits from
+  // the bucket's up leave the word), against D << 8 = the entry without L
+  const __m512i frac8 = _mm512_sllv_epi32(v, _mm512_sub_epi32(_mm512_set1_epi32(164), ex));
+  const __mmask16 below = _mm512_cmplt_epu32_mask(frac8, _mm512_andnot_si512(_mm512_set1_epi32(0xFF), ent));
+  __m512i lv = _mm512_add_epi32(_mm512_srai_epi32(oct, 8), _mm512_and_si512(ent, _mm512_set1_epi32(0xFF)));
+  lv = _mm512_min_epi32(_mm512_mask_sub_epi32(lv, below, lv, _mm512_set1_epi32(1)), R.reach);
+  // v < 256: octave_small[v] through byte 0 of each lane (the other bytes zeroed by the mask)
+  const __mmask64 byte0 = 0x1111111111111111ull;
+  const __m512i lo = _mm512_maskz_permutex2var_epi8(byte0, R.s0, v, R.s1);
+  const __m512i hi = _mm512_maskz_permutex2var_epi8(byte0, R.s2, v, R.s3);
+  const __m512i sm = _mm512_mask_mov_epi32(lo, _mm512_test_epi32_mask(v, _mm512_set1_epi32(128)), hi);
+  lv = _mm512_mask_mov_epi32(lv, _mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(256)), sm);
+  return _mm512_maskz_mov_epi32(live, lv);
+}
+
+// edge_levels over the octave index: the tables stay in registers, two vectors in flight
+template <bool Two>
+WQ_VBMI __attribute__((always_inline)) inline void edge_levels_octave_t(const int32_t* acc, uint8_t* y, size_t n,
+                                                                        int32_t bias, const ThresholdTable* t) {
+  const OctaveRegs R = octave_regs(t);
+  const __m512i b = _mm512_set1_epi32(bias);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512i l0 = count_levels_octave<Two>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), b), R);
+    const __m512i l1 = count_levels_octave<Two>(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 16), b), R);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtepi32_epi8(l0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 16), _mm512_cvtepi32_epi8(l1));
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_octave<Two>(v, R)));
+  }
+}
+
+WQ_VBMI __attribute__((noinline)) void edge_levels_octave(const int32_t* acc, uint8_t* y, size_t n, int32_t bias,
+                                                          const ThresholdTable* t) {
+  if (t->octave_classes > 1) edge_levels_octave_t<true>(acc, y, n, bias, t);
+  else edge_levels_octave_t<false>(acc, y, n, bias, t);
+}
+
+// One tile row of the register-tiled edge over the octave index: the tables are loaded once for its NV vectors
+template <int NV, bool Two>
+WQ_VBMI __attribute__((always_inline)) inline void edge_row_octave_t(__m512i a0, __m512i a1, __m512i a2, __mmask16 m0,
+                                                                     __mmask16 m1, __mmask16 m2, int32_t bias,
+                                                                     const ThresholdTable* t, uint8_t* out) {
+  const OctaveRegs R = octave_regs(t);
+  const __m512i b = _mm512_set1_epi32(bias);
+  _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a0, b), R)));
+  if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a1, b), R)));
+  if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a2, b), R)));
+}
+
+template <int NV>
+WQ_VBMI __attribute__((noinline)) void edge_row_octave(__m512i a0, __m512i a1, __m512i a2, __mmask16 m0, __mmask16 m1,
+                                                       __mmask16 m2, int32_t bias, const ThresholdTable* t, uint8_t* out) {
+  if (t->octave_classes > 1) edge_row_octave_t<NV, true>(a0, a1, a2, m0, m1, m2, bias, t, out);
+  else edge_row_octave_t<NV, false>(a0, a1, a2, m0, m1, m2, bias, t, out);
+}
+
+#pragma GCC diagnostic pop
+
 // The tile edge calls it out of line: inlined 24 times per tile it bloats the ≤ 15-threshold (search16) tiles.
+// (octave_ok tables never get here: edge_row takes them a row at a time)
 __attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTable* t) {
   return t->packed_ok ? count_levels_packed(v, t) : count_levels_bucketed(v, t);
 }
@@ -303,6 +396,21 @@ __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v
     const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));
   }
+}
+
+template <int NV>
+__attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m512i a2, int r, __mmask16 m0,
+                                                    __mmask16 m1, __mmask16 m2, const TileEdge& e) {
+  if (e.tables != nullptr && !e.raw) {
+    const ThresholdTable* t = e.tables[r];
+    if (t->blocks > 1 && t->octave_ok) {
+      edge_row_octave<NV>(a0, a1, a2, m0, m1, m2, e.bias[r], t, static_cast<uint8_t*>(e.out[r]));
+      return;
+    }
+  }
+  edge_vector(a0, r, 0, m0, e);
+  if constexpr (NV > 1) edge_vector(a1, r, 1, m1, e);
+  if constexpr (NV > 2) edge_vector(a2, r, 2, m2, e);
 }
 
 // QRelu's float thresholds, padded with NaN (never ≤ x): the same two-level search with ordered ≤ compares, so a
@@ -460,6 +568,128 @@ uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n
   return hmax_u8(mx);
 }
 
+// ---- AVX-512 VBMI level lookups: the table's byte planes (kLevelTableInt16) in eight registers, 64 lookups per
+// pair of vpermi2b (bit 7 of the level picks the upper 128 entries), the int16 / int32-pair results put together
+// with unpacks, the input bytes pre-permuted so the unpacks (within 128-bit lanes) come out in order.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace {
+
+struct BytePlanes {
+  __m512i l0, l1, l2, l3, h0, h1, h2, h3;
+};
+
+WQ_VBMI __attribute__((always_inline)) inline BytePlanes byte_planes(const int16_t* table256) {
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(table256 + 256);
+  BytePlanes t;
+  t.l0 = _mm512_loadu_si512(p), t.l1 = _mm512_loadu_si512(p + 64);
+  t.l2 = _mm512_loadu_si512(p + 128), t.l3 = _mm512_loadu_si512(p + 192);
+  t.h0 = _mm512_loadu_si512(p + 256), t.h1 = _mm512_loadu_si512(p + 320);
+  t.h2 = _mm512_loadu_si512(p + 384), t.h3 = _mm512_loadu_si512(p + 448);
+  return t;
+}
+
+// the low and high bytes of table[idx] for 64 byte indices
+WQ_VBMI __attribute__((always_inline)) inline void lookup64(__m512i idx, const BytePlanes& t, __m512i* lo, __m512i* hi) {
+  const __mmask64 top = _mm512_movepi8_mask(idx);
+  *lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.l0, idx, t.l1), _mm512_permutex2var_epi8(t.l2, idx, t.l3));
+  *hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.h0, idx, t.h1), _mm512_permutex2var_epi8(t.h2, idx, t.h3));
+}
+
+inline __mmask64 bytes_mask(size_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
+
+WQ_VBMI __attribute__((always_inline)) inline uint8_t hmax_u8_512(__m512i v) {
+  return hmax_u8(_mm256_max_epu8(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));
+}
+
+}  // namespace
+
+WQ_VBMI uint8_t lookup_vbmi(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) {
+  const BytePlanes t = byte_planes(table256);
+  // 128-bit lane j gets input bytes 8j..8j+7 and 32+8j..: unpacklo / unpackhi then give elements 0..31 / 32..63
+  const __m512i order = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
+  __m512i mx = _mm512_setzero_si512();
+  for (size_t i = 0; i < n; i += 64) {
+    const size_t cnt = n - i < 64 ? n - i : 64;
+    const __m512i b = _mm512_maskz_loadu_epi8(bytes_mask(cnt), x + i);
+    mx = _mm512_max_epu8(mx, b);
+    __m512i lo, hi;
+    lookup64(_mm512_permutexvar_epi64(order, b), t, &lo, &hi);
+    _mm512_mask_storeu_epi16(y + i, tail_mask32(cnt), _mm512_unpacklo_epi8(lo, hi));
+    if (cnt > 32) _mm512_mask_storeu_epi16(y + i + 32, tail_mask32(cnt - 32), _mm512_unpackhi_epi8(lo, hi));
+  }
+  return hmax_u8_512(mx);
+}
+
+WQ_VBMI uint8_t pair_levels_vbmi(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256) {
+  const BytePlanes t = byte_planes(table256);
+  // dword 4j + q of the permuted input = dword 4q + j: 128-bit lane j holds elements 4j.., 16+4j.., 32+4j.., 48+4j..,
+  // so the byte unpacks (words) and then the word unpacks (pairs) give elements 0..15, 16..31, 32..47, 48..63
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i z = _mm512_setzero_si512();
+  __m512i mx = z;
+  for (size_t i = 0; i < n; i += 64) {
+    const size_t cnt = n - i < 64 ? n - i : 64;
+    const __mmask64 m = bytes_mask(cnt);
+    const __m512i b0 = _mm512_maskz_loadu_epi8(m, x0 + i);
+    const __m512i b1 = x1 != nullptr ? _mm512_maskz_loadu_epi8(m, x1 + i) : z;
+    mx = _mm512_max_epu8(mx, _mm512_max_epu8(b0, b1));
+    __m512i lo0, hi0, lo1 = z, hi1 = z;
+    lookup64(_mm512_permutexvar_epi32(order, b0), t, &lo0, &hi0);
+    if (x1 != nullptr) lookup64(_mm512_permutexvar_epi32(order, b1), t, &lo1, &hi1);
+    const __m512i w0l = _mm512_unpacklo_epi8(lo0, hi0), w0h = _mm512_unpackhi_epi8(lo0, hi0);
+    const __m512i w1l = _mm512_unpacklo_epi8(lo1, hi1), w1h = _mm512_unpackhi_epi8(lo1, hi1);
+    const int c = static_cast<int>(cnt);
+    _mm512_mask_storeu_epi32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w0l, w1l));
+    if (c > 16) _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w0l, w1l));
+    if (c > 32) _mm512_mask_storeu_epi32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w0h, w1h));
+    if (c > 48) _mm512_mask_storeu_epi32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w0h, w1h));
+  }
+  return hmax_u8_512(mx);
+}
+
+// QDecode: the float32 table as four byte planes (16 registers), 64 levels per iteration; the same input order
+// as pair_levels_vbmi (bytes 0,1 and 2,3 unpacked to words, the words to dwords)
+WQ_VBMI void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* table256) {
+  bool small = true;   // ≤ 32 entries: qdecode's single two-register permute is cheaper
+  for (int j = 32; j < 256 && small; ++j) small = table256[j] == 0.0f;
+  if (small) {
+    qdecode(x, y, n, table256);
+    return;
+  }
+  alignas(64) uint8_t planes[4][256];
+  for (int j = 0; j < 256; ++j) {
+    uint32_t u;
+    std::memcpy(&u, table256 + j, sizeof(u));
+    for (int b = 0; b < 4; ++b) planes[b][j] = static_cast<uint8_t>(u >> (8 * b));
+  }
+  __m512i t[4][4];
+  for (int b = 0; b < 4; ++b)
+    for (int q = 0; q < 4; ++q) t[b][q] = _mm512_load_si512(planes[b] + 64 * q);
+  // (a lambda would not inherit the target attribute)
+#define WQ_PLANE(b) _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t[b][0], idx, t[b][1]), \
+                                           _mm512_permutex2var_epi8(t[b][2], idx, t[b][3]))
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (size_t i = 0; i < n; i += 64) {
+    const size_t cnt = n - i < 64 ? n - i : 64;
+    const __m512i idx = _mm512_permutexvar_epi32(order, _mm512_maskz_loadu_epi8(bytes_mask(cnt), x + i));
+    const __mmask64 top = _mm512_movepi8_mask(idx);
+    const __m512i b0 = WQ_PLANE(0), b1 = WQ_PLANE(1), b2 = WQ_PLANE(2), b3 = WQ_PLANE(3);
+    const __m512i w01l = _mm512_unpacklo_epi8(b0, b1), w01h = _mm512_unpackhi_epi8(b0, b1);
+    const __m512i w23l = _mm512_unpacklo_epi8(b2, b3), w23h = _mm512_unpackhi_epi8(b2, b3);
+    const int c = static_cast<int>(cnt);
+    float* o = y + i;
+    _mm512_mask_storeu_epi32(o, tail_mask(c), _mm512_unpacklo_epi16(w01l, w23l));
+    if (c > 16) _mm512_mask_storeu_epi32(o + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w01l, w23l));
+    if (c > 32) _mm512_mask_storeu_epi32(o + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w01h, w23h));
+    if (c > 48) _mm512_mask_storeu_epi32(o + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w01h, w23h));
+  }
+#undef WQ_PLANE
+}
+
+#pragma GCC diagnostic pop
+
 void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float scale, float xmax) {
   const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
   const __m512i low16 = _mm512_set1_epi32(0xFFFF);
@@ -512,6 +742,10 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
     }
   }
+  if (t->blocks > 1 && t->octave_ok) {
+    edge_levels_octave(acc + i, y + i, n - i, bias, t);
+    return;
+  }
   if (t->blocks > 1 && t->packed_ok) {
     for (; i < n; i += 16) {
       const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
@@ -532,6 +766,28 @@ namespace {
 // QRelu's level of 16 floats in the lanes of m (0 elsewhere): the 32-bit bucket index (FloatThresholds::packed)
 // when there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
 inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
+  if (t->blocks > 1 && t->octave_ok) {   // the octave-class index: register permutes, no gather
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
+    if (live == 0) return _mm512_setzero_si512();
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i ex = _mm512_srli_epi32(bits, 23);
+    const __m512i oct = _mm512_permutex2var_epi32(_mm512_load_si512(t->octave), ex, _mm512_load_si512(t->octave + 16));
+    const __m512i mi = _mm512_srli_epi32(bits, 18);
+    __m512i ent = _mm512_permutex2var_epi32(_mm512_load_si512(t->octave_class), mi, _mm512_load_si512(t->octave_class + 16));
+    if (t->octave_classes > 1)
+      ent = _mm512_mask_mov_epi32(ent, _mm512_test_epi32_mask(oct, _mm512_set1_epi32(1)),
+                                  _mm512_permutex2var_epi32(_mm512_load_si512(t->octave_class + 32), mi,
+                                                            _mm512_load_si512(t->octave_class + 48)));
+    const __m512i cnt = _mm512_set1_epi32(t->count);
+    __m512i lv = _mm512_add_epi32(_mm512_srai_epi32(oct, 8), _mm512_and_si512(ent, _mm512_set1_epi32(0xFF)));
+    const __mmask16 below = _mm512_cmplt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x3FFFF)), _mm512_srli_epi32(ent, 8));
+    lv = _mm512_mask_sub_epi32(lv, below, lv, _mm512_set1_epi32(1));
+    lv = _mm512_mask_add_epi32(lv, _mm512_cmpge_epi32_mask(bits, _mm512_set1_epi32(t->octave_wrap)), lv,
+                               _mm512_set1_epi32(t->octave_wrap_add));
+    lv = _mm512_min_epi32(lv, cnt);
+    lv = _mm512_mask_mov_epi32(lv, _mm512_cmpge_epi32_mask(bits, _mm512_set1_epi32(t->octave_top)), cnt);
+    return _mm512_maskz_mov_epi32(live, lv);
+  }
   if (t->blocks == 1 || !t->packed_ok) return _mm512_maskz_mov_epi32(m, count_levels_f32(v, t));
   const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
   if (live == 0) return _mm512_setzero_si512();
@@ -587,6 +843,45 @@ void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* t
     _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
   }
 }
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+// AddDecodeQRelu with a table of more than 32 entries: 64 levels decoded per iteration from the byte planes that
+// follow the table (DecodeTable), as qdecode_vbmi, then the sums quantized 16 at a time
+WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
+                            uint8_t* y, size_t n, const FloatThresholds* t) {
+  if (lv == nullptr || table_size <= 32) {
+    add_qrelu(a, b, lv, table256, table_size, y, n, t);
+    return;
+  }
+  const uint8_t* planes = reinterpret_cast<const uint8_t*>(table256 + 256);
+  __m512i p[4][4];
+  for (int k = 0; k < 4; ++k)
+    for (int q = 0; q < 4; ++q) p[k][q] = _mm512_load_si512(planes + 256 * k + 64 * q);
+#define WQ_PLANE(k) _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(p[k][0], idx, p[k][1]), \
+                                           _mm512_permutex2var_epi8(p[k][2], idx, p[k][3]))
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (size_t i = 0; i < n; i += 64) {
+    const size_t cnt = n - i < 64 ? n - i : 64;
+    const __m512i idx = _mm512_permutexvar_epi32(order, _mm512_maskz_loadu_epi8(bytes_mask(cnt), lv + i));
+    const __mmask64 top = _mm512_movepi8_mask(idx);
+    const __m512i b0 = WQ_PLANE(0), b1 = WQ_PLANE(1), b2 = WQ_PLANE(2), b3 = WQ_PLANE(3);
+    const __m512i w01l = _mm512_unpacklo_epi8(b0, b1), w01h = _mm512_unpackhi_epi8(b0, b1);
+    const __m512i w23l = _mm512_unpacklo_epi8(b2, b3), w23h = _mm512_unpackhi_epi8(b2, b3);
+    const __m512i dec[4] = {_mm512_unpacklo_epi16(w01l, w23l), _mm512_unpackhi_epi16(w01l, w23l),
+                            _mm512_unpacklo_epi16(w01h, w23h), _mm512_unpackhi_epi16(w01h, w23h)};
+    for (int q = 0; q < 4 && 16 * q < static_cast<int>(cnt); ++q) {
+      const int c = static_cast<int>(cnt) - 16 * q;
+      const __mmask16 m = tail_mask(c);
+      const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i + 16 * q), _mm512_castsi512_ps(dec[q]));
+      _mm_mask_storeu_epi8(y + i + 16 * q, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
+    }
+  }
+#undef WQ_PLANE
+}
+
+#pragma GCC diagnostic pop
 
 void qdecode(const uint8_t* x, float* y, size_t n, const float* table256) {
   size_t i = 0;

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.helpers import ISAS, cpu_has
-from tests.runtime.threshold_cases import BIAS_MAX, check_levels
+from tests.runtime.threshold_cases import check_levels, probe_biases
 
 pytestmark = [pytest.mark.requires_ops_lib]
 
@@ -60,16 +60,11 @@ def _starts(rng, n):
     return np.where(e >= p, ((np.int64(1) << p) + m) << np.maximum(e - p, 0), 1 + rng.integers(0, 512, n))
 
 
-def _biases(rng, rows):
-    bias, row_of = [], []
-    for g, t in enumerate(rows):
-        u = np.unique(t).astype(np.int64)
-        mid = (u[:-1] + u[1:]) // 2
-        s = _starts(rng, 48)
-        for v in np.concatenate([u, u - 1, mid, s, s - 1, np.int64(2) ** np.arange(31) - 1]):
-            bias.append(v)
-            row_of.append(g)
-    return np.clip(np.array(bias, dtype=np.int64), -BIAS_MAX, BIAS_MAX).astype(np.int32), np.array(row_of)
+def _probes(rng, t):
+    u = np.unique(t).astype(np.int64)
+    mid = (u[:-1] + u[1:]) // 2
+    s = _starts(rng, 48)
+    return np.concatenate([u, u - 1, mid, s, s - 1, np.int64(2) ** np.arange(31) - 1])
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
@@ -77,5 +72,5 @@ def _biases(rng, rows):
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_dense_thresholds(isa, seed, op):
     rng, rows = _rows(seed)
-    bias, row_of = _biases(rng, rows)
+    bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of], bias, op, isa, threads=1 + seed % 2)

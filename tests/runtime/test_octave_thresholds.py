@@ -15,7 +15,7 @@ import pytest
 
 from tests.runtime.helpers import ISAS, cpu_has
 from tests.runtime.helpers import model_of, run_ort
-from tests.runtime.threshold_cases import BIAS_MAX, check_levels
+from tests.runtime.threshold_cases import BIAS_MAX, check_levels, probe_biases
 from wqcompile.runtime_ops.qrelu import qrelu_reference
 
 pytestmark = [pytest.mark.requires_ops_lib]
@@ -217,21 +217,12 @@ def test_octave_formula(seed):
         assert np.array_equal(got, want), f"{int((got != want).sum())} levels differ"
 
 
-def _biases(rng, rows):
-    bias, row_of = [], []
-    for g, t in enumerate(rows):
-        for v in _probes(rng, t):
-            bias.append(v)
-            row_of.append(g)
-    return np.clip(np.array(bias, dtype=np.int64), -BIAS_MAX, BIAS_MAX).astype(np.int32), np.array(row_of)
-
-
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_octave_index_edges(isa, seed, op):
     rng, rows = _rows(seed)
-    bias, row_of = _biases(rng, rows)
+    bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of], bias, op, isa, threads=1 + seed % 2)
 
 
@@ -242,7 +233,7 @@ def test_octave_sets_on_gather_path(seed, op, monkeypatch):
     """The same sets with the VBMI paths off (WQCOMPILE_NO_VBMI=1): the packed gather index."""
     monkeypatch.setenv("WQCOMPILE_NO_VBMI", "1")
     rng, rows = _rows(seed)
-    bias, row_of = _biases(rng, rows)
+    bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of], bias, op, "avx512", threads=1)
 
 

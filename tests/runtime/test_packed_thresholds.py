@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.helpers import ISAS, cpu_has, model_of, run_ort
-from tests.runtime.threshold_cases import BIAS_MAX, check_levels
+from tests.runtime.threshold_cases import check_levels, probe_biases
 from wqcompile.runtime_ops.qrelu import qrelu_reference
 
 pytestmark = [pytest.mark.requires_ops_lib]
@@ -54,18 +54,12 @@ def _rows(seed):
     return rng, np.array([np.sort(make(rng, count)) for _ in range(3)], dtype=np.int64).astype(np.int32)
 
 
-def _biases(rng, rows):
-    bias, row_of = [], []
-    for g, t in enumerate(rows):
-        probes = [np.unique(t)]
-        e = rng.integers(0, 30, 24)
-        m = rng.integers(0, 32, 24)
-        starts = np.where(e >= 5, (32 + m).astype(np.int64) << np.maximum(e - 5, 0), 1 + rng.integers(0, 32, 24))
-        probes += [starts, starts - 1, np.int64(2) ** np.arange(31), np.int64(2) ** np.arange(31) - 1]
-        for v in np.concatenate(probes):
-            bias.append(v)
-            row_of.append(g)
-    return np.clip(np.array(bias, dtype=np.int64), -BIAS_MAX, BIAS_MAX).astype(np.int32), np.array(row_of)
+def _probes(rng, t):
+    e = rng.integers(0, 30, 24)
+    m = rng.integers(0, 32, 24)
+    starts = np.where(e >= 5, (32 + m).astype(np.int64) << np.maximum(e - 5, 0), 1 + rng.integers(0, 32, 24))
+    powers = np.int64(2) ** np.arange(31)
+    return np.concatenate([np.unique(t), starts, starts - 1, powers, powers - 1])
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
@@ -73,7 +67,7 @@ def _biases(rng, rows):
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_packed_index_edges(isa, seed, op):
     rng, rows = _rows(seed)
-    bias, row_of = _biases(rng, rows)
+    bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of], bias, op, isa, threads=1 + seed % 2)
 
 

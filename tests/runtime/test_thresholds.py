@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.helpers import ISAS, cpu_has
-from tests.runtime.threshold_cases import BIAS_MAX, DELTAS, check_levels
+from tests.runtime.threshold_cases import BIAS_MAX, DELTAS, check_levels, probe_biases
 
 pytestmark = [pytest.mark.requires_ops_lib]
 
@@ -57,18 +57,10 @@ def _threshold_rows(seed):
     return rng, np.array(rows, dtype=np.int64).astype(np.int32)
 
 
-def _biases(rng, rows):
-    """Per output: the threshold it probes (at/around it through DELTAS) or a random value; its thresholds row."""
-    bias, row_of = [], []
-    for g, t in enumerate(rows):
-        for v in np.unique(t):
-            bias.append(v)
-            row_of.append(g)
-        for v in np.concatenate([rng.integers(-BIAS_MAX, BIAS_MAX + 1, 8),
-                                 np.rint(rng.choice([-1, 1], 8) * np.exp2(rng.uniform(0, 30, 8)))]):
-            bias.append(v)
-            row_of.append(g)
-    return np.clip(np.array(bias, dtype=np.int64), -BIAS_MAX, BIAS_MAX).astype(np.int32), np.array(row_of)
+def _probes(rng, t):
+    """Each threshold (probed at and around it through DELTAS) and random values."""
+    return np.concatenate([np.unique(t), rng.integers(-BIAS_MAX, BIAS_MAX + 1, 8),
+                           np.rint(rng.choice([-1, 1], 8) * np.exp2(rng.uniform(0, 30, 8)))])
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
@@ -76,7 +68,7 @@ def _biases(rng, rows):
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_levels_equal_searchsorted(isa, seed, op):
     rng, rows = _threshold_rows(seed)
-    bias, row_of = _biases(rng, rows)
+    bias, row_of = probe_biases(rng, rows, _probes)
     n = bias.size
     thresholds = rows[row_of]                       # Gc = N: every output its own row
     acc, want = check_levels(rng, thresholds, bias, op, isa, threads=1 + seed % 2)

@@ -18,6 +18,14 @@ BIAS_MAX = 2**30 - 32768          # |bias| + 32767 stays within the 2^30 - 1 acc
 DELTAS = np.array([-32767, -4097, -2, -1, 0, 1, 2, 31, 4097, 32767], dtype=np.float32)
 
 
+def probe_biases(rng, rows: np.ndarray, probes) -> tuple[np.ndarray, np.ndarray]:
+    """One output per value of ``probes(rng, t)`` for each thresholds row ``t``: the int32 biases (clipped to
+    ±BIAS_MAX, so they stand for accumulators) and the thresholds row of each."""
+    values = [np.asarray(probes(rng, t), dtype=np.int64) for t in rows]
+    row_of = np.concatenate([np.full(v.size, g) for g, v in enumerate(values)])
+    return np.clip(np.concatenate(values), -BIAS_MAX, BIAS_MAX).astype(np.int32), row_of
+
+
 def check_levels(rng, thresholds: np.ndarray, bias: np.ndarray, op: str, isa: str, threads: int):
     """Runs the case on the reference and on ``isa``; returns ``(acc, want)`` (axis 1 = output) for extra checks."""
     n = bias.size

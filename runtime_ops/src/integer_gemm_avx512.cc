@@ -649,6 +649,23 @@ WQ_VBMI uint8_t pair_levels_vbmi(const uint8_t* x0, const uint8_t* x1, int32_t* 
   return hmax_u8_512(mx);
 }
 
+// The 32-bit table entries of `cnt` ≤ 64 levels from a 256-entry table held as four byte planes (p[b][q]: byte b
+// of entries 64q..64q+63), in level order: dec[q] holds levels 16q..16q+15. The levels are permuted so that the
+// byte unpacks below (bytes 0,1 and 2,3 to words, the words to dwords) come out in order.
+WQ_VBMI inline void decode_planes64(const __m512i p[4][4], const uint8_t* lv, size_t cnt, __m512i dec[4]) {
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i idx = _mm512_permutexvar_epi32(order, _mm512_maskz_loadu_epi8(bytes_mask(cnt), lv));
+  const __mmask64 top = _mm512_movepi8_mask(idx);   // levels 128..255 come from planes q = 2, 3
+  __m512i b[4];
+  for (int k = 0; k < 4; ++k)
+    b[k] = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(p[k][0], idx, p[k][1]),
+                                  _mm512_permutex2var_epi8(p[k][2], idx, p[k][3]));
+  const __m512i w01l = _mm512_unpacklo_epi8(b[0], b[1]), w01h = _mm512_unpackhi_epi8(b[0], b[1]);
+  const __m512i w23l = _mm512_unpacklo_epi8(b[2], b[3]), w23h = _mm512_unpackhi_epi8(b[2], b[3]);
+  dec[0] = _mm512_unpacklo_epi16(w01l, w23l), dec[1] = _mm512_unpackhi_epi16(w01l, w23l);
+  dec[2] = _mm512_unpacklo_epi16(w01h, w23h), dec[3] = _mm512_unpackhi_epi16(w01h, w23h);
+}
+
 // QDecode: the float32 table as four byte planes (16 registers), 64 levels per iteration; the same input order
 // as pair_levels_vbmi (bytes 0,1 and 2,3 unpacked to words, the words to dwords)
 WQ_VBMI void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* table256) {
@@ -667,25 +684,13 @@ WQ_VBMI void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* tab
   __m512i t[4][4];
   for (int b = 0; b < 4; ++b)
     for (int q = 0; q < 4; ++q) t[b][q] = _mm512_load_si512(planes[b] + 64 * q);
-  // (a lambda would not inherit the target attribute)
-#define WQ_PLANE(b) _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t[b][0], idx, t[b][1]), \
-                                           _mm512_permutex2var_epi8(t[b][2], idx, t[b][3]))
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (size_t i = 0; i < n; i += 64) {
     const size_t cnt = n - i < 64 ? n - i : 64;
-    const __m512i idx = _mm512_permutexvar_epi32(order, _mm512_maskz_loadu_epi8(bytes_mask(cnt), x + i));
-    const __mmask64 top = _mm512_movepi8_mask(idx);
-    const __m512i b0 = WQ_PLANE(0), b1 = WQ_PLANE(1), b2 = WQ_PLANE(2), b3 = WQ_PLANE(3);
-    const __m512i w01l = _mm512_unpacklo_epi8(b0, b1), w01h = _mm512_unpackhi_epi8(b0, b1);
-    const __m512i w23l = _mm512_unpacklo_epi8(b2, b3), w23h = _mm512_unpackhi_epi8(b2, b3);
-    const int c = static_cast<int>(cnt);
-    float* o = y + i;
-    _mm512_mask_storeu_epi32(o, tail_mask(c), _mm512_unpacklo_epi16(w01l, w23l));
-    if (c > 16) _mm512_mask_storeu_epi32(o + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w01l, w23l));
-    if (c > 32) _mm512_mask_storeu_epi32(o + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w01h, w23h));
-    if (c > 48) _mm512_mask_storeu_epi32(o + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w01h, w23h));
+    __m512i dec[4];
+    decode_planes64(t, x + i, cnt, dec);
+    for (int q = 0; q < 4 && 16 * q < static_cast<int>(cnt); ++q)
+      _mm512_mask_storeu_epi32(y + i + 16 * q, tail_mask(static_cast<int>(cnt) - 16 * q), dec[q]);
   }
-#undef WQ_PLANE
 }
 
 #pragma GCC diagnostic pop
@@ -859,18 +864,10 @@ WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, c
   __m512i p[4][4];
   for (int k = 0; k < 4; ++k)
     for (int q = 0; q < 4; ++q) p[k][q] = _mm512_load_si512(planes + 256 * k + 64 * q);
-#define WQ_PLANE(k) _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(p[k][0], idx, p[k][1]), \
-                                           _mm512_permutex2var_epi8(p[k][2], idx, p[k][3]))
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (size_t i = 0; i < n; i += 64) {
     const size_t cnt = n - i < 64 ? n - i : 64;
-    const __m512i idx = _mm512_permutexvar_epi32(order, _mm512_maskz_loadu_epi8(bytes_mask(cnt), lv + i));
-    const __mmask64 top = _mm512_movepi8_mask(idx);
-    const __m512i b0 = WQ_PLANE(0), b1 = WQ_PLANE(1), b2 = WQ_PLANE(2), b3 = WQ_PLANE(3);
-    const __m512i w01l = _mm512_unpacklo_epi8(b0, b1), w01h = _mm512_unpackhi_epi8(b0, b1);
-    const __m512i w23l = _mm512_unpacklo_epi8(b2, b3), w23h = _mm512_unpackhi_epi8(b2, b3);
-    const __m512i dec[4] = {_mm512_unpacklo_epi16(w01l, w23l), _mm512_unpackhi_epi16(w01l, w23l),
-                            _mm512_unpacklo_epi16(w01h, w23h), _mm512_unpackhi_epi16(w01h, w23h)};
+    __m512i dec[4];
+    decode_planes64(p, lv + i, cnt, dec);
     for (int q = 0; q < 4 && 16 * q < static_cast<int>(cnt); ++q) {
       const int c = static_cast<int>(cnt) - 16 * q;
       const __mmask16 m = tail_mask(c);
@@ -878,7 +875,6 @@ WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, c
       _mm_mask_storeu_epi8(y + i + 16 * q, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
     }
   }
-#undef WQ_PLANE
 }
 
 #pragma GCC diagnostic pop

@@ -213,20 +213,21 @@ inline void max_window_generic(const uint8_t* __restrict r, uint8_t* __restrict 
   }
 }
 
-// One max-pool plane (PoolPlane): per output row the vertical max of the window's valid rows (rowmax), then the
-// horizontal max over its columns: `rows(acc, x, n)` and `window(r, y, n, kw, sw, dw)` are the vector parts, the
-// windows that touch the left or right padding are done here.
-template <typename Rows, typename Window>
-inline void max_pool_plane_with(const wq::PoolPlane& p, Rows rows, Window window) {
+// One max-pool plane (PoolPlane or PoolPlaneI32, element T): per output row the vertical max of the window's valid
+// rows (rowmax), then the horizontal max over its columns: `rows(acc, x, n)` and `window(r, y, n, kw, sw, dw)` are
+// the vector parts, the windows that touch the left or right padding are done here; `empty` is the output of a
+// window entirely in the padding (and the identity of max).
+template <typename T, typename Plane, typename Rows, typename Window>
+inline void max_pool_with(const Plane& p, int64_t dh, int64_t dw, T empty, Rows rows, Window window) {
   // outputs whose window lies inside the row: 0 ≤ ox·sw - pl and ox·sw - pl + (kw-1)·dw < w
   const int64_t lo = g_min(p.ow, (p.pl + p.sw - 1) / p.sw);
-  const int64_t last = p.w - 1 - (p.kw - 1) * p.dw + p.pl;   // largest ox·sw allowed
+  const int64_t last = p.w - 1 - (p.kw - 1) * dw + p.pl;   // largest ox·sw allowed
   const int64_t hi = g_max(lo, g_min(p.ow, last >= 0 ? last / p.sw + 1 : 0));
   for (int64_t oy = 0; oy < p.oh; ++oy) {
-    uint8_t* out = p.y + oy * p.ow;
+    T* out = p.y + oy * p.ow;
     bool any = false;
     for (int64_t ky = 0; ky < p.kh; ++ky) {
-      const int64_t iy = oy * p.sh + ky * p.dh - p.pt;
+      const int64_t iy = oy * p.sh + ky * dh - p.pt;
       if (iy < 0 || iy >= p.h) continue;
       if (!any) {
         for (int64_t i = 0; i < p.w; ++i) p.rowmax[i] = p.x[iy * p.w + i];
@@ -236,21 +237,26 @@ inline void max_pool_plane_with(const wq::PoolPlane& p, Rows rows, Window window
       }
     }
     if (!any) {
-      for (int64_t ox = 0; ox < p.ow; ++ox) out[ox] = 0;
+      for (int64_t ox = 0; ox < p.ow; ++ox) out[ox] = empty;
       continue;
     }
     auto edge = [&](int64_t ox) {
-      uint8_t m = 0;
+      T m = empty;
       for (int64_t kx = 0; kx < p.kw; ++kx) {
-        const int64_t ix = ox * p.sw - p.pl + kx * p.dw;
+        const int64_t ix = ox * p.sw - p.pl + kx * dw;
         if (ix >= 0 && ix < p.w) m = p.rowmax[ix] > m ? p.rowmax[ix] : m;
       }
       out[ox] = m;
     };
     for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
-    if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw, p.dw);
+    if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw, dw);
     for (int64_t ox = hi; ox < p.ow; ++ox) edge(ox);
   }
+}
+
+template <typename Rows, typename Window>
+inline void max_pool_plane_with(const wq::PoolPlane& p, Rows rows, Window window) {
+  max_pool_with<uint8_t>(p, p.dh, p.dw, uint8_t{0}, rows, window);
 }
 
 // ---- QConvMaxPool: max pool of int32 accumulators (PoolPlaneI32, dilation 1) ----
@@ -270,41 +276,11 @@ inline void max_window_i32_generic(const int32_t* __restrict r, int32_t* __restr
   }
 }
 
-// The rows of each window reduced into rowmax (rows), then the windows along it (window, for the outputs whose
-// window lies inside the row; the edges scalar), as max_pool_plane_with.
-template <class Rows, class Window>
+// QConvMaxPool's planes (dilation 1): `window(r, y, n, kw, sw)`; a window entirely in the padding gives INT32_MIN.
+template <typename Rows, typename Window>
 inline void max_pool_i32_with(const wq::PoolPlaneI32& p, Rows rows, Window window) {
-  const int64_t lo = g_min(p.ow, (p.pl + p.sw - 1) / p.sw);
-  const int64_t last = p.w - p.kw + p.pl;   // largest ox·sw allowed
-  const int64_t hi = g_max(lo, g_min(p.ow, last >= 0 ? last / p.sw + 1 : 0));
-  constexpr int32_t kMin = -2147483647 - 1;
-  for (int64_t oy = 0; oy < p.oh; ++oy) {
-    int32_t* out = p.y + oy * p.ow;
-    bool any = false;
-    for (int64_t ky = 0; ky < p.kh; ++ky) {
-      const int64_t iy = oy * p.sh + ky - p.pt;
-      if (iy < 0 || iy >= p.h) continue;
-      if (!any) {
-        for (int64_t i = 0; i < p.w; ++i) p.rowmax[i] = p.x[iy * p.w + i];
-        any = true;
-      } else {
-        rows(p.rowmax, p.x + iy * p.w, p.w);
-      }
-    }
-    if (!any) {
-      for (int64_t ox = 0; ox < p.ow; ++ox) out[ox] = kMin;
-      continue;
-    }
-    auto edge = [&](int64_t ox) {
-      int32_t m = kMin;
-      for (int64_t kx = 0; kx < p.kw; ++kx) {
-        const int64_t ix = ox * p.sw - p.pl + kx;
-        if (ix >= 0 && ix < p.w) m = p.rowmax[ix] > m ? p.rowmax[ix] : m;
-      }
-      out[ox] = m;
-    };
-    for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
-    if (hi > lo) window(p.rowmax + lo * p.sw - p.pl, out + lo, hi - lo, p.kw, p.sw);
-    for (int64_t ox = hi; ox < p.ow; ++ox) edge(ox);
-  }
+  max_pool_with<int32_t>(p, 1, 1, int32_t{-2147483647 - 1}, rows,
+                         [&](const int32_t* r, int32_t* y, int64_t n, int64_t kw, int64_t sw, int64_t) {
+                           window(r, y, n, kw, sw);
+                         });
 }

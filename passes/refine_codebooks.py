@@ -171,7 +171,7 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
     levels = fitted.codebooks[0].levels
     if fitted.row_scale is not None:
         return _refine_scaled(fitted, idx, f, cross, keep_symmetry)
-    b, r_go = _cluster_terms(fitted.matrix, idx, levels, f, cross, np.ones(m))
+    b, r_go = _cluster_terms(fitted.matrix, idx, levels, f, cross)
     if not per_row:
         g = np.einsum("grok,grol->kl", b, b)
         r = r_go.sum(axis=(0, 1))
@@ -187,16 +187,15 @@ def refine_layer(fitted: FittedWeights, f: np.ndarray, *, keep_symmetry: bool = 
     return FittedWeights(out, fitted.bits, fitted.matrix)
 
 
-def _cluster_terms(matrix: np.ndarray, idx: np.ndarray, levels: int, f: np.ndarray, cross: np.ndarray | None,
-                   row_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``B_o = s_o · X·onehot(idx_o)`` ``[G, r, Og, L]`` and ``r_o`` ``[G, Og, L]`` (``B_o^T y_o``, or with ``cross``
-    ``s_o · onehot(idx_o)^T S_qf w_o``): the normal equations of the codebook values, per output row."""
+def _cluster_terms(matrix: np.ndarray, idx: np.ndarray, levels: int, f: np.ndarray,
+                   cross: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``B_o = X·onehot(idx_o)`` ``[G, r, Og, L]`` and ``r_o`` ``[G, Og, L]`` (``B_o^T y_o``, or with ``cross``
+    ``onehot(idx_o)^T S_qf w_o``): the normal equations of the codebook values, per output row."""
     m, k = matrix.shape
     groups = f.shape[0]
     og = m // groups
     onehot = np.zeros((m, k, levels))
     onehot[np.arange(m)[:, None], np.arange(k)[None, :], idx] = 1.0
-    onehot *= np.asarray(row_scale, dtype=np.float64)[:, None, None]
     e = onehot.reshape(groups, og, k, levels).transpose(0, 2, 1, 3).reshape(groups, k, og * levels)
     b = np.matmul(f, e).reshape(groups, f.shape[1], og, levels)                    # [G, r, Og, L]
     wt = matrix.reshape(groups, og, k).transpose(0, 2, 1)                          # [G, Kg, Og]
@@ -216,27 +215,24 @@ def _refine_scaled(fitted: FittedWeights, idx: np.ndarray, f: np.ndarray, cross:
                    keep_symmetry: bool) -> FittedWeights:
     """Channel-scaled codebook ``ŵ_o = s_o · c[idx_o]``: alternately the shared values ``c`` (the least squares above
     with ``B_o`` scaled by ``s_o``) and each row's ``s_o = ⟨u_o, S_qf w_o⟩ / ⟨u_o, S_qq u_o⟩`` with ``u_o = c[idx_o]``
-    (``S_qf = S_qq`` without ``cross``). Both are exact minimisers of the same error, so it never increases."""
-    m, k = fitted.matrix.shape
-    groups = f.shape[0]
-    og = m // groups
+    (``S_qf = S_qq`` without ``cross``). Both are exact minimisers of the same error, so it never increases.
+
+    Everything comes from the unscaled terms ``B_o``, ``r_o`` (computed once): ``X u_o = B_o c``,
+    ``⟨u_o, S_qf w_o⟩ = ⟨r_o, c⟩``, and scaling row ``o`` scales both by ``s_o``."""
     cb = fitted.codebooks[0]
+    b, r_go = _cluster_terms(fitted.matrix, idx, cb.levels, f, cross)
     c = np.asarray(cb.values, dtype=np.float64)
-    scale = np.asarray(fitted.row_scale, dtype=np.float64).copy()
+    scale = np.asarray(fitted.row_scale, dtype=np.float64).reshape(b.shape[0], b.shape[2]).copy()    # [G, Og]
     t = symmetry_map(cb.levels) if keep_symmetry and is_symmetric(cb) else None
-    wt = fitted.matrix.reshape(groups, og, k).transpose(0, 2, 1)                   # [G, Kg, Og]
-    target = np.matmul(cross, wt) if cross is not None else np.matmul(f.transpose(0, 2, 1), np.matmul(f, wt))
-    target = target.transpose(0, 2, 1).reshape(m, k)                               # S_qf w_o per row
     for _ in range(SCALED_ROUNDS):
-        b, r_go = _cluster_terms(fitted.matrix, idx, cb.levels, f, cross, scale)
-        c = _solve(np.einsum("grok,grol->kl", b, b), r_go.sum(axis=(0, 1)), c, t)
-        u = c[idx]                                                                 # [M, K]
-        fu = np.matmul(f, u.reshape(groups, og, k).transpose(0, 2, 1))             # [G, r, Og]
-        den = np.einsum("gro,gro->go", fu, fu).reshape(m)
-        num = np.einsum("ok,ok->o", u, target)
+        bs = b * scale[:, None, :, None]
+        c = _solve(np.einsum("grok,grol->kl", bs, bs), np.einsum("gol,go->l", r_go, scale), c, t)
+        xu = np.einsum("grol,l->gro", b, c)                                         # X u_o
+        den = np.einsum("gro,gro->go", xu, xu)
+        num = np.einsum("gol,l->go", r_go, c)
         ok = den > 1e-300
         scale[ok] = np.maximum(num[ok] / den[ok], 0.0)   # a negative optimum (sign flip) is left at 0: scales are ≥ 0
-    return FittedWeights([_replace(cb, c)], fitted.bits, fitted.matrix, row_scale=scale)
+    return FittedWeights([_replace(cb, c)], fitted.bits, fitted.matrix, row_scale=scale.reshape(-1))
 
 
 def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = None) -> FittedWeights:

@@ -287,8 +287,8 @@ void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::st
   });
 }
 
-// op-contract §3 with a row scale r: levels of floor(acc · r / 2^22) + bias; float32(acc · r · 2^-22 + bias) · 2^-s.
-static_assert((int64_t(-3) >> 1) == -2, "the row-scale edge needs an arithmetic (flooring) right shift");
+// op-contract §3 with a row scale r: levels of floor(acc · r / 2^22) + bias (isa.scale_rows); float32(acc · r ·
+// 2^-22 + bias) · 2^-s.
 
 static void edge_segment_scaled(const IsaKernels& isa, const PreparedLayer& L, int64_t o, const int32_t* acc,
                                 int32_t bias, void* out, int64_t count) {

@@ -105,6 +105,7 @@ inline int count_le_bucketed(const wq::ThresholdTable* t, int32_t v) {
 }
 
 // floor(acc · r / 2^22): the int64 product is below 2^52, and >> on a negative int64 floors (C++20, and gcc)
+static_assert((int64_t(-3) >> 1) == -2, "scale_rows needs an arithmetic (flooring) right shift");
 inline void scale_rows_generic(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>((int64_t(acc[i]) * r) >> 22);
 }

@@ -32,8 +32,10 @@ DEFAULT_CALIB_SAMPLES = 64
 # With more than one thread, each session has its own intra-op pool whose idle workers spin for a while after a
 # run (onnxruntime's default) and would steal the cores from the next session's timed run. So before each timed
 # run the session runs untimed for at least this long: the other pools' workers go to sleep and its own caches are
-# warm, and every run is measured as if its session were alone in the process.
-SETTLE_SECONDS = 0.005
+# warm, and every run is measured as if its session were alone in the process. 5 ms was not enough on a 2-core
+# machine: one of the two sessions at 2 threads then often ran at its 1-thread speed (MobileNetV2 FP32 batch 1:
+# 2.4-8 ms interleaved against 2.0 ms alone); with 100 ms both match their alone-in-the-process medians.
+SETTLE_SECONDS = 0.1
 
 
 @dataclass

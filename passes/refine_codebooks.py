@@ -42,6 +42,8 @@ from wqcompile.context import FittedWeights
 from wqcompile.errors import PreconditionError
 from wqcompile.graph import export_model
 from wqcompile.layers import linear_layer
+from wqcompile.lowering import NARROW_BITS, snap_codebooks
+from wqcompile.operand_width import narrow_layers
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.quant import WeightCodebook
@@ -264,14 +266,24 @@ def gptq_layer(fitted: FittedWeights, s: np.ndarray, cross: np.ndarray | None = 
     return FittedWeights(codebooks, fitted.bits, fitted.matrix, row_scale=fitted.row_scale)
 
 
-def refit_layer(fitted: FittedWeights, moments, *, gptq: bool, keep_symmetry: bool = KEEP_SYMMETRY) -> FittedWeights:
+def refit_layer(fitted: FittedWeights, moments, *, gptq: bool, keep_symmetry: bool = KEEP_SYMMETRY,
+                snap_bits: int | None = None) -> FittedWeights:
     """The refinement of one layer from its moments (:class:`InputMoments` or :class:`JointMoments`): with ``gptq``
-    first a new error-compensated assignment, then least-squares codebook values for the assignment."""
+    first a new error-compensated assignment, then least-squares codebook values for the assignment.
+
+    ``snap_bits`` (narrow layers, :mod:`wqcompile.operand_width`): the values are then snapped to the grid of that
+    many codebook mantissa bits and, with ``gptq``, assigned once more against the snapped values. Measured: GPTQ's
+    error compensation is fragile to moving its values afterwards (Fashion-MNIST (4,4), conv2 at 7 bits: 23.12 →
+    22.75 dB output SQNR without the re-assignment)."""
     cross = moments.cross if isinstance(moments, JointMoments) else None
+    s = moments.q.s if isinstance(moments, JointMoments) else moments.s
     if gptq:
-        s = moments.q.s if isinstance(moments, JointMoments) else moments.s
         fitted = gptq_layer(fitted, s, cross)
-    return refine_layer(fitted, moments.factor(), keep_symmetry=keep_symmetry, cross=cross)
+    fitted = refine_layer(fitted, moments.factor(), keep_symmetry=keep_symmetry, cross=cross)
+    if snap_bits is None:
+        return fitted
+    fitted = snap_codebooks(fitted, snap_bits)
+    return gptq_layer(fitted, s, cross) if gptq else fitted
 
 
 def _replace(cb: WeightCodebook, values: np.ndarray) -> WeightCodebook:
@@ -445,11 +457,13 @@ class RefineCodebooksPass(Pass):
         if ctx.config.refinement_target == "fp32":
             self._refine_to_fp32(graph, ctx, todo)
             return PassResult(graph, False)
+        narrow = narrow_layers(graph, ctx)
         moments = collect_moments(export_model(graph, ctx), graph, ctx, todo, ctx.calibration)
         for name in tqdm(todo, desc="refine codebooks", unit="layer", disable=not ctx.config.progress,
                          file=sys.stderr, leave=False):
             ctx.weights[name] = refit_layer(ctx.weights[name], moments[name], gptq=ctx.config.gptq,
-                                            keep_symmetry=self.keep_symmetry)
+                                            keep_symmetry=self.keep_symmetry,
+                                            snap_bits=NARROW_BITS[0] if name in narrow else None)
             ctx.refined_layers.add(name)
         return PassResult(graph, False)
 
@@ -458,10 +472,12 @@ class RefineCodebooksPass(Pass):
         (already refined) and every activation quantizer fake-quantized (later ones cannot reach this input); one
         incremental forward pass of the simulation and of the FP32 model in all (:func:`fp32_target_moments`)."""
         todo_set = set(todo)
+        narrow = narrow_layers(graph, ctx)
         ordered = [n.name for n in graph.nodes if n.name in todo_set]
         for name, jm in tqdm(fp32_target_moments(graph, ctx, ordered), total=len(ordered),
                              desc="refine codebooks (fp32 target)", unit="layer", disable=not ctx.config.progress,
                              file=sys.stderr, leave=False):
             ctx.weights[name] = refit_layer(ctx.weights[name], jm, gptq=ctx.config.gptq,
-                                            keep_symmetry=self.keep_symmetry)
+                                            keep_symmetry=self.keep_symmetry,
+                                            snap_bits=NARROW_BITS[0] if name in narrow else None)
             ctx.refined_layers.add(name)

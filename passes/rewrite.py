@@ -15,7 +15,8 @@ import onnx_graphsurgeon as gs
 from wqcompile.errors import PreconditionError
 from wqcompile.layers import linear_layer
 from wqcompile.level_flow import passes_levels
-from wqcompile.lowering import FloatInput, LevelInput, QuantizedOutput, lower_layer
+from wqcompile.lowering import NARROW_BITS, FloatInput, LevelInput, QuantizedOutput, lower_layer
+from wqcompile.operand_width import narrow_layers
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.report import activation_report, weight_numbers
 from wqcompile.runtime_ops import DOMAIN
@@ -44,6 +45,7 @@ class RewritePass(Pass):
 
     def run(self, graph: gs.Graph, ctx) -> PassResult:
         graph.toposort()
+        narrow = narrow_layers(graph, ctx)   # before the rewrite: the policy reads the FP32 graph's level flow
         tensors = graph.tensors()
         graph_outputs = {t.name for t in graph.outputs}
         acts_by_node = dict(ctx.act_layers)
@@ -86,7 +88,8 @@ class RewritePass(Pass):
                 node.outputs[0] = q_out
                 levels[out.name] = (q_out, quantizer)
             elif node.name in ctx.weight_layers:
-                new_nodes.extend(self._rewrite_weight_layer(node, ctx, tensors, levels, fused.get(node.name), level_var))
+                new_nodes.extend(self._rewrite_weight_layer(node, ctx, tensors, levels, fused.get(node.name), level_var,
+                                                            node.name in narrow))
         graph.nodes.extend(new_nodes)
         for name, (q, quantizer) in levels.items():
             original = tensors[name]
@@ -96,7 +99,7 @@ class RewritePass(Pass):
         graph.cleanup().toposort()
         return PassResult(graph, bool(ctx.weight_layers or ctx.act_layers))
 
-    def _rewrite_weight_layer(self, node, ctx, tensors, levels, act, level_var) -> list[gs.Node]:
+    def _rewrite_weight_layer(self, node, ctx, tensors, levels, act, level_var, narrow: bool) -> list[gs.Node]:
         layer = linear_layer(node)
         fitted = ctx.weights[node.name]
         x = node.inputs[0]
@@ -115,7 +118,7 @@ class RewritePass(Pass):
         bias = layer.bias
         if node.name in ctx.bias_corrections:
             bias = ctx.bias_corrections[node.name] + (0.0 if bias is None else bias)
-        low = lower_layer(node.name, fitted, bias, x_desc, out_desc)
+        low = lower_layer(node.name, fitted, bias, x_desc, out_desc, max_bits=NARROW_BITS if narrow else None)
         if layer.transpose_input:
             transposed = gs.Variable(f"{node.name}.xT", dtype=x_in.dtype)
             extra.append(gs.Node("Transpose", f"{node.name}.transposeA", attrs={"perm": [1, 0]},

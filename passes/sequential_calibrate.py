@@ -31,6 +31,8 @@ from tqdm import tqdm
 from wqcompile.calib.readers import open_calibration
 from wqcompile.errors import PreconditionError, QuantizationError
 from wqcompile.graph import export_model
+from wqcompile.lowering import NARROW_BITS
+from wqcompile.operand_width import narrow_layers
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.passes.correct_bias import dequantized_weights
@@ -150,7 +152,10 @@ class SequentialCalibratePass(Pass):
                         moments = collect_joint_moments(model, fp, graph, ctx, [node.name], ctx.calibration)[node.name]
                     else:
                         moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
-                    ctx.weights[node.name] = refit_layer(ctx.weights[node.name], moments, gptq=cfg.gptq)
+                    # the input's quantizer is final by now, so the narrow-operand policy can be asked
+                    narrow = node.name in narrow_layers(graph, ctx)
+                    ctx.weights[node.name] = refit_layer(ctx.weights[node.name], moments, gptq=cfg.gptq,
+                                                         snap_bits=NARROW_BITS[0] if narrow else None)
                     ctx.refined_layers.add(node.name)
                 weights_done.add(node.name)
             else:

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from wqcompile.config import (
-    ACT_QUANTIZER_NAMES, GRANULARITIES, REFINEMENT_TARGETS, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig,
+    ACT_QUANTIZER_NAMES, GRANULARITIES, MANTISSA_WIDTHS, REFINEMENT_TARGETS, WEIGHT_QUANTIZER_NAMES, LayerOverride, QuantConfig,
 )
 from wqcompile.errors import WQError
 
@@ -60,6 +60,10 @@ def main(verbose: int) -> None:
 @click.option("--weight-granularity", type=click.Choice(["auto", *GRANULARITIES]), default="auto", show_default=True,
               help="Codebooks per tensor (the paper), per output channel, or one shared codebook times an int32 scale "
                    "per channel (channel-scaled); auto = channel-scaled depthwise convs, per-tensor elsewhere.")
+@click.option("--mantissa-width", type=click.Choice(list(MANTISSA_WIDTHS)), default=QuantConfig.mantissa_width,
+              show_default=True,
+              help="8: int8 codebook and uint8 level mantissas for convs with ≤ 5-bit weights and level inputs (the "
+                   "runtime's twice-as-fast u8×s8 GEMM); 16: the widest mantissas; auto: 8 wherever no level merges.")
 @click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
               help="Remove the mean output shift quantization causes, measured on the calibration data.")
 @click.option("--codebook-refinement/--no-codebook-refinement", default=QuantConfig.codebook_refinement, show_default=True,
@@ -83,7 +87,7 @@ def main(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quantizer, weight_mode, weight_search,
-                act_search, weight_granularity, bias_correction, codebook_refinement, refinement_target, sequential_calibration, gptq, exclude, override, max_calib_samples, verify_samples, seed,
+                act_search, weight_granularity, mantissa_width, bias_correction, codebook_refinement, refinement_target, sequential_calibration, gptq, exclude, override, max_calib_samples, verify_samples, seed,
                 report_dir, plot_layer, dump_dir, progress, debug):
     """Compile MODEL with calibration data into a quantized model."""
     from wqcompile.api import compile_file
@@ -93,7 +97,7 @@ def compile_cmd(model, output, calib, wbits, abits, weight_quantizer, act_quanti
         return QuantConfig(
             weight_bits=wbits, act_bits=abits, weight_quantizer=weight_quantizer, act_quantizer=act_quantizer,
             weight_mode=weight_mode, weight_search=weight_search, act_search=act_search,
-            weight_granularity=weight_granularity, bias_correction=bias_correction,
+            weight_granularity=weight_granularity, mantissa_width=mantissa_width, bias_correction=bias_correction,
             codebook_refinement=codebook_refinement, refinement_target=refinement_target,
             sequential_calibration=sequential_calibration, gptq=gptq, exclude=tuple(exclude),
             overrides=tuple(LayerOverride.parse(o) for o in override), max_calib_samples=max_calib_samples,

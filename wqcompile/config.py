@@ -17,6 +17,7 @@ MIN_BITS, MAX_BITS = 1, 8
 WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
 ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd")
 REFINEMENT_TARGETS = ("same-input", "fp32")
+MANTISSA_WIDTHS = ("auto", "8", "16")
 
 
 def parse_bits(text: str | int | None, what: str) -> int | None:
@@ -112,6 +113,10 @@ class QuantConfig:
     sequential_calibration: bool = False  # fit on the partially quantized model (SequentialCalibratePass)
     gptq: bool = True                     # with refinement: error-compensated (GPTQ) assignment before the value refit;
                                           # default since it won on every model measured (docs/decisions.md)
+    mantissa_width: str = "auto"          # "8": int8 codebook mantissas and uint8 level tables wherever a conv allows
+                                          # (≤ 5-bit weights, level input, not depthwise), the operands of the runtime's
+                                          # u8×s8 GEMM; "16": the widest mantissas; "auto": 8 where no level merges
+                                          # (lowering.py, docs/decisions.md)
     exclude: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     max_calib_samples: int | None = None
@@ -130,6 +135,7 @@ class QuantConfig:
             "act_search": ("code", "robust"),
             "weight_granularity": ("auto", *GRANULARITIES),
             "refinement_target": REFINEMENT_TARGETS,
+            "mantissa_width": MANTISSA_WIDTHS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

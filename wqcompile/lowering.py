@@ -5,6 +5,7 @@ This is the only place where float parameters become the integers stored in the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,9 @@ from wqcompile.runtime_ops.fixed_point import (
 from wqcompile.runtime_ops.packing import pack_indices
 
 MIN_INPUT_BITS = 4
+# (codebook mw, input mx) of the runtime's u8×s8 GEMM (vpdpbusd): int8 codebook mantissas (|C| ≤ 127) times uint8
+# level mantissas (x_table ≤ 255). Needs w_bits ≤ 5 (mw ≥ w_bits + 2, §4) and a level input.
+NARROW_BITS = (7, 8)
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ def _index_matrix(fitted: FittedWeights) -> np.ndarray:
 
 
 def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: FloatInput | LevelInput,
-                out: QuantizedOutput | None) -> LoweredLayer:
-    """Choose ``(mw, mx)``, snap codebook/input/bias/thresholds, and check the int32 accumulator bound."""
+                out: QuantizedOutput | None, max_bits: tuple[int, int] | None = None) -> LoweredLayer:
+    """Choose ``(mw, mx)`` (at most ``max_bits``), snap codebook/input/bias/thresholds, and check the int32
+    accumulator bound."""
     bits = fitted.bits
     idx = _index_matrix(fitted)
     values = np.stack([np.asarray(cb.values, dtype=np.float64) for cb in fitted.codebooks])   # [Gc, 2^b]
@@ -96,13 +101,19 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
     max_c = np.abs(values).max(axis=1)
     top_x = float(x.max_abs) if isinstance(x, FloatInput) else float(np.max(x.values))
     mw_hi, mw_lo = min(max(bits + 6, 8), 12), min(bits + 2, 12)
+    mx_hi = MAX_MANTISSA_BITS
+    if max_bits is not None:
+        mw_hi, mx_hi = min(mw_hi, max_bits[0]), min(mx_hi, max_bits[1])
+        if mw_hi < mw_lo or mx_hi < MIN_INPUT_BITS:
+            raise QuantizationError(f"{node!r}: {bits}-bit weights need codebook mantissas of ≥ {mw_lo} bits, "
+                                    f"more than the {max_bits[0]} asked for")
 
     candidates = []
     for mw in range(mw_hi, mw_lo - 1, -1):
         w_shift = [scale_shift(float(c), mw) for c in max_c]
         cmant = np.stack([mantissas(values[g], w_shift[g]) for g in range(groups)])
         row_abs = np.abs(cmant[row_of[:, None], idx]).sum(axis=1)            # Σ_k |C| per output channel
-        for mx in range(MAX_MANTISSA_BITS, MIN_INPUT_BITS - 1, -1):
+        for mx in range(mx_hi, MIN_INPUT_BITS - 1, -1):
             x_shift = scale_shift(top_x, mx)
             if isinstance(x, FloatInput):
                 x_max, x_table = 2**mx - 1, None
@@ -140,3 +151,18 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
         weight_bits=bits,
         mantissa_bits=(mw, mx),
     )
+
+
+
+def snap_codebooks(fitted: FittedWeights, mw: int) -> FittedWeights:
+    """``fitted`` with its codebook values on the grid ``lower_layer`` stores at ``mw`` codebook mantissa bits
+    (``rint(c · 2^w_shift) · 2^-w_shift``; row-scaled: after the largest scale is absorbed), so that fitting steps
+    after this one (GPTQ's assignment) see exactly the values that will run. Lowering it again is exact."""
+    top = 1.0 if fitted.row_scale is None else row_scale_ints(fitted.row_scale)[1]
+    codebooks = []
+    for cb in fitted.codebooks:
+        values = np.asarray(cb.values, dtype=np.float64) * top
+        shift = scale_shift(float(np.abs(values).max(initial=0.0)), mw)
+        snapped = np.ldexp(mantissas(values, shift).astype(np.float64), -shift) / top
+        codebooks.append(dataclasses.replace(cb, values=snapped))
+    return FittedWeights(codebooks, fitted.bits, fitted.matrix, row_scale=fitted.row_scale)

@@ -270,6 +270,17 @@ void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLa
   }
 }
 
+void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const InputView& x,
+               const int64_t offset[4], int64_t count, int32_t* out) {
+  if (count <= 0) return;
+  if (!L.x_levels || x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || isa.quad_levels == nullptr)
+    fail(where, "the u8 path needs uint8 level input and an instruction set with quad_levels");
+  const uint8_t* src = x.as<uint8_t>();
+  auto at = [&](int c) { return offset[c] >= 0 ? src + offset[c] : nullptr; };
+  check_levels(where, L, isa.quad_levels(at(0), at(1), at(2), at(3), out, static_cast<size_t>(count),
+                                         L.x_table256.data()));
+}
+
 void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::string& where, const PreparedLayer& L,
                      const LayerAttrs& attrs, const InputView& x, int16_t* out, int64_t rows, int64_t cols,
                      int64_t out_stride) {

@@ -19,7 +19,8 @@ namespace {
 #define WQ_ISA_TABLE(ns, label, fused)                                                                          \
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
-        ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused        \
+        ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused,       \
+        nullptr, nullptr, nullptr                                                                               \
   }
 
 const IsaKernels& table_baseline() {
@@ -30,8 +31,16 @@ const IsaKernels& table_avx2() {
   static const IsaKernels k = WQ_ISA_TABLE(isa_avx2, "avx2", nullptr);
   return k;
 }
+// the u8 × s8 entry points (quad image and vpdpbusd tiles) on top of an AVX-512 table
+IsaKernels with_u8_path(IsaKernels t, bool vbmi) {
+  t.quad_levels = vbmi ? isa_avx512::quad_levels_vbmi : isa_avx512::quad_levels;
+  t.gemm_tile_u8 = isa_avx512::gemm_tile_u8;
+  t.gemm_tile_u8_edge = isa_avx512::gemm_tile_u8_edge;
+  return t;
+}
+
 const IsaKernels& table_avx512() {
-  static const IsaKernels k = WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge);
+  static const IsaKernels k = with_u8_path(WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge), false);
   return k;
 }
 
@@ -43,7 +52,7 @@ const IsaKernels& table_avx512_vbmi() {
     t.pair_levels = isa_avx512::pair_levels_vbmi;
     t.qdecode = isa_avx512::qdecode_vbmi;
     t.add_qrelu = isa_avx512::add_qrelu_vbmi;
-    return t;
+    return with_u8_path(t, true);
   }();
   return k;
 }

@@ -261,6 +261,28 @@ struct IsaKernels {
   // gemm_tile followed by the edge in registers; nullptr when the instruction set has no fused version
   void (*gemm_tile_edge)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
                          const TileEdge& edge);
+
+  // ---- The u8 × s8 path of QConv (AVX-512 VNNI vpdpbusd: 64 MACs per instruction, twice vpdpwssd's 32), nullptr
+  // where the instruction set has none (baseline, AVX2: those keep the int16 pair path). QConv takes it for a
+  // layer whose level table is within 0..255 and whose decoded weight mantissas are within -128..127 (see qconv.cc):
+  // then every level mantissa is a u8 and every weight an s8, each product is exact (|u8 · s8| ≤ 255 · 128) and
+  // vpdpbusd (the non-saturating form) adds four of them to the int32 accumulator exactly, since the accumulator
+  // bound (op-contract §2) keeps every partial sum below 2^30. The accumulators are therefore the same integers as
+  // the int16 path's, in a different summation order, which the bound makes irrelevant.
+  //
+  // The rows of QConv's *quad image*: dst[i] = the bytes (m(x0[i]), m(x1[i]), m(x2[i]), m(x3[i])), byte 0 first,
+  // m = the level table (kLevelTableInt16 layout, every entry within 0..255, so its low-byte plane is the table
+  // itself); a null channel pointer gives 0 in its byte (channels past the group's count). Returns the max level
+  // read, checked by the caller like pair_levels.
+  uint8_t (*quad_levels)(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst,
+                         size_t n, const int16_t* table256);
+  // c[r * ldc + j] = Σ_q Σ_{i<4} a[r * lda + 4q + i] · b[q * ldb + 4j + i] (a signed, b unsigned bytes), for r < rows,
+  // j < ncols, q < kq; strides in bytes. As gemm_tile, whole vectors of nr columns are read from every b row.
+  void (*gemm_tile_u8)(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int32_t* c, size_t ldc,
+                       int rows, int ncols);
+  // gemm_tile_u8 followed by the edge in registers (as gemm_tile_edge)
+  void (*gemm_tile_u8_edge)(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows,
+                            int ncols, const TileEdge& edge);
 };
 
 // The instruction set to use: WQCOMPILE_ISA=baseline|avx2|avx512 forces one (an error if this CPU lacks it);

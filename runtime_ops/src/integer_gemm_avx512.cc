@@ -1,8 +1,10 @@
 // AVX-512 (F, BW, VL, VNNI) path. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni (CMakeLists.txt) and
 // only ever called after select_isa() has checked the CPU.
 //
-// GEMM tile: up to 8 rows × 48 columns of int32 accumulators (24 zmm). Per pair of k: 3 loads of the packed panel,
-// one broadcast per row of the int16 pair (a[2p], a[2p+1]) and one vpdpwssd per accumulator (32 MACs each).
+// GEMM tile: up to 8 rows × 48 columns of int32 accumulators (24 zmm). Per group of k (one int32 of every row of the
+// packed panel): 3 loads of the panel, one broadcast per row of its int32 weight group and one dot-product
+// instruction per accumulator: vpdpwssd on int16 pairs (32 MACs each), or, on QConv's u8 path, vpdpbusd on
+// quads of u8 level mantissas (the panel) times s8 weights (64 MACs each). The two tiles are one template.
 #include <immintrin.h>
 
 #include <cmath>
@@ -18,15 +20,33 @@ namespace {
 constexpr int kRows = 8;
 constexpr int kCols = 48;   // 3 vectors of 16 int32
 
-inline int32_t load_pair(const int16_t* p) {
+// one int32 group of k of a weight row: an int16 pair or four int8
+inline int32_t load_group(const char* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-// acc += pairwise int16 dot products of a and b. Inline asm with an in-place ("+v") accumulator: with the
-// intrinsic, GCC 12 copies the 24 accumulators between registers every iteration, which halves the throughput.
+// The multiply-accumulate of a tile: every int32 lane of the accumulator gets the dot product of the matching
+// int32 lanes of the weight broadcast `a` and the panel `b`, split into
+//   kS16Pairs:  two int16 (vpdpwssd, both signed), or
+//   kU8S8Quads: four bytes, the panel's unsigned and the weights' signed (vpdpbusd; its first source is the
+//               unsigned one). Exact: see IsaKernels::gemm_tile_u8 (non-saturating; the bound keeps sums < 2^30).
+enum class Dot { kS16Pairs, kU8S8Quads };
+
+// acc += pairwise int16 dot products of a and b; acc += the u8 (b) · s8 (a) dot products of four bytes (vpdpbusd's
+// first source, %2 here in AT&T order, is the unsigned one). Inline asm with an in-place ("+v") accumulator: with
+// the intrinsic, GCC 12 copies the 24 accumulators between registers every iteration, which halves the throughput.
 #define WQ_DPWSSD(acc, a, b) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+#define WQ_DPBUSD(acc, a, b) __asm__("vpdpbusd %1, %2, %0" : "+v"(acc) : "v"(a), "v"(b))
+// the tile's multiply-accumulate for its Dot D (a: the weight broadcast, b: the panel)
+#define WQ_DOT(acc, a, b)                           \
+  do {                                              \
+    if constexpr (D == Dot::kU8S8Quads)             \
+      WQ_DPBUSD(acc, a, b);                         \
+    else                                            \
+      WQ_DPWSSD(acc, a, b);                         \
+  } while (0)
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
@@ -38,64 +58,65 @@ template <int NV>
 __attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m512i a2, int r, __mmask16 m0,
                                                     __mmask16 m1, __mmask16 m2, const TileEdge& e);
 
-template <int R, int NV, bool Edge = false>
-void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int ncols,
+// a, b and their strides in bytes; kg groups of k (int32 per row of b)
+template <Dot D, int R, int NV, bool Edge = false>
+void tile(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int32_t* c, size_t ldc, int ncols,
           const TileEdge* edge = nullptr) {
   const __m512i z = _mm512_setzero_si512();
   __m512i c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z, c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z, c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z;
-  const int16_t *a0 = a + 0 * (R > 0 ? lda : 0), *a1 = a + 1 * (R > 1 ? lda : 0), *a2 = a + 2 * (R > 2 ? lda : 0), *a3 = a + 3 * (R > 3 ? lda : 0), *a4 = a + 4 * (R > 4 ? lda : 0), *a5 = a + 5 * (R > 5 ? lda : 0), *a6 = a + 6 * (R > 6 ? lda : 0), *a7 = a + 7 * (R > 7 ? lda : 0);
-  for (size_t p = 0; p < kp; ++p) {
-    const int16_t* bp = b + p * ldb;
+  const char *a0 = a + 0 * (R > 0 ? lda : 0), *a1 = a + 1 * (R > 1 ? lda : 0), *a2 = a + 2 * (R > 2 ? lda : 0), *a3 = a + 3 * (R > 3 ? lda : 0), *a4 = a + 4 * (R > 4 ? lda : 0), *a5 = a + 5 * (R > 5 ? lda : 0), *a6 = a + 6 * (R > 6 ? lda : 0), *a7 = a + 7 * (R > 7 ? lda : 0);
+  for (size_t p = 0; p < kg; ++p) {
+    const char* bp = b + p * ldb;
     const __m512i b0 = _mm512_loadu_si512(reinterpret_cast<const void*>(bp));
-    const __m512i b1 = NV > 1 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 32)) : z;
-    const __m512i b2 = NV > 2 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 64)) : z;
+    const __m512i b1 = NV > 1 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 64)) : z;
+    const __m512i b2 = NV > 2 ? _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 128)) : z;
     if constexpr (R > 0) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a0 + 2 * p));
-      WQ_DPWSSD(c00, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c01, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c02, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a0 + 4 * p));
+      WQ_DOT(c00, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c01, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c02, a, b2);
     }
     if constexpr (R > 1) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a1 + 2 * p));
-      WQ_DPWSSD(c10, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c11, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c12, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a1 + 4 * p));
+      WQ_DOT(c10, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c11, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c12, a, b2);
     }
     if constexpr (R > 2) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a2 + 2 * p));
-      WQ_DPWSSD(c20, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c21, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c22, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a2 + 4 * p));
+      WQ_DOT(c20, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c21, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c22, a, b2);
     }
     if constexpr (R > 3) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a3 + 2 * p));
-      WQ_DPWSSD(c30, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c31, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c32, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a3 + 4 * p));
+      WQ_DOT(c30, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c31, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c32, a, b2);
     }
     if constexpr (R > 4) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a4 + 2 * p));
-      WQ_DPWSSD(c40, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c41, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c42, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a4 + 4 * p));
+      WQ_DOT(c40, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c41, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c42, a, b2);
     }
     if constexpr (R > 5) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a5 + 2 * p));
-      WQ_DPWSSD(c50, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c51, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c52, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a5 + 4 * p));
+      WQ_DOT(c50, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c51, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c52, a, b2);
     }
     if constexpr (R > 6) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a6 + 2 * p));
-      WQ_DPWSSD(c60, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c61, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c62, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a6 + 4 * p));
+      WQ_DOT(c60, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c61, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c62, a, b2);
     }
     if constexpr (R > 7) {
-      const __m512i a = _mm512_set1_epi32(load_pair(a7 + 2 * p));
-      WQ_DPWSSD(c70, a, b0);
-      if constexpr (NV > 1) WQ_DPWSSD(c71, a, b1);
-      if constexpr (NV > 2) WQ_DPWSSD(c72, a, b2);
+      const __m512i a = _mm512_set1_epi32(load_group(a7 + 4 * p));
+      WQ_DOT(c70, a, b0);
+      if constexpr (NV > 1) WQ_DOT(c71, a, b1);
+      if constexpr (NV > 2) WQ_DOT(c72, a, b2);
     }
   }
   const __mmask16 m0 = tail_mask(ncols), m1 = tail_mask(ncols - 16 > 0 ? ncols - 16 : 0);
@@ -174,13 +195,31 @@ void tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp,
   }
 }
 
-template <int R, bool Edge = false>
-void tile_rows(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc,
-               int ncols, const TileEdge* edge = nullptr) {
-  if (ncols > 32) tile<R, 3, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
-  else if (ncols > 16) tile<R, 2, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
-  else tile<R, 1, Edge>(a, lda, b, ldb, kp, c, ldc, ncols, edge);
+template <Dot D, int R, bool Edge>
+void tile_rows(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int32_t* c, size_t ldc, int ncols,
+               const TileEdge* edge) {
+  if (ncols > 32) tile<D, R, 3, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge);
+  else if (ncols > 16) tile<D, R, 2, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge);
+  else tile<D, R, 1, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge);
 }
+
+// every entry point of the tile: rows 1..8 (more are clamped to 8), Edge: the edge in registers instead of c
+template <Dot D, bool Edge>
+void tile_any(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int32_t* c, size_t ldc, int rows,
+              int ncols, const TileEdge* edge) {
+  switch (rows) {
+    case 1: tile_rows<D, 1, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 2: tile_rows<D, 2, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 3: tile_rows<D, 3, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 4: tile_rows<D, 4, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 5: tile_rows<D, 5, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 6: tile_rows<D, 6, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    case 7: tile_rows<D, 7, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+    default: tile_rows<D, 8, Edge>(a, lda, b, ldb, kg, c, ldc, ncols, edge); break;
+  }
+}
+
+inline const char* bytes_of(const void* p) { return static_cast<const char*>(p); }
 
 // level = #{j : t[j] ≤ v} for 16 lanes. The padded table is sorted with at least one never-met entry, so with
 // ≤ 15 thresholds a 4-step branch-free binary search over its first 16 entries (one vpermd per step) counts them;
@@ -455,32 +494,26 @@ namespace isa_avx512 {
 const int kMR = kRows;
 const int kNR = kCols;
 
+// the int16 tiles: strides in int16, kp pairs
 void gemm_tile(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int32_t* c, size_t ldc, int rows,
                int ncols) {
-  switch (rows) {
-    case 1: tile_rows<1>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 2: tile_rows<2>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 3: tile_rows<3>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 4: tile_rows<4>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 5: tile_rows<5>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 6: tile_rows<6>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    case 7: tile_rows<7>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-    default: tile_rows<8>(a, lda, b, ldb, kp, c, ldc, ncols); break;
-  }
+  tile_any<Dot::kS16Pairs, false>(bytes_of(a), 2 * lda, bytes_of(b), 2 * ldb, kp, c, ldc, rows, ncols, nullptr);
 }
 
 void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
                     const TileEdge& edge) {
-  switch (rows) {
-    case 1: tile_rows<1, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 2: tile_rows<2, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 3: tile_rows<3, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 4: tile_rows<4, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 5: tile_rows<5, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 6: tile_rows<6, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    case 7: tile_rows<7, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-    default: tile_rows<8, true>(a, lda, b, ldb, kp, nullptr, 0, ncols, &edge); break;
-  }
+  tile_any<Dot::kS16Pairs, true>(bytes_of(a), 2 * lda, bytes_of(b), 2 * ldb, kp, nullptr, 0, rows, ncols, &edge);
+}
+
+// the u8 × s8 tiles: strides in bytes, kq quads
+void gemm_tile_u8(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int32_t* c, size_t ldc,
+                  int rows, int ncols) {
+  tile_any<Dot::kU8S8Quads, false>(bytes_of(a), lda, bytes_of(b), ldb, kq, c, ldc, rows, ncols, nullptr);
+}
+
+void gemm_tile_u8_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
+                       const TileEdge& edge) {
+  tile_any<Dot::kU8S8Quads, true>(bytes_of(a), lda, bytes_of(b), ldb, kq, nullptr, 0, rows, ncols, &edge);
 }
 
 namespace {
@@ -545,12 +578,14 @@ uint8_t lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) 
   return hmax_u8(mx);
 }
 
+// int16 permutes interleaving two registers of 32 int16 into int32 (first, second): elements 0..15 and 16..31
+alignas(64) static const int16_t kInterleaveLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                      8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+alignas(64) static const int16_t kInterleaveHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                      24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
 uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256) {
-  alignas(64) static const int16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
-                                                 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  alignas(64) static const int16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                                 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const __m512i lo = _mm512_load_si512(kInterleaveLo), hi = _mm512_load_si512(kInterleaveHi);
   const Table256 table(table256);
   __m256i mx = _mm256_setzero_si256();
   for (size_t i = 0; i < n; i += 32) {
@@ -564,6 +599,35 @@ uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n
     _mm512_mask_storeu_epi32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(a, lo, b));
     if (cnt > 16)
       _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(a, hi, b));
+  }
+  return hmax_u8(mx);
+}
+
+// The quad image without VBMI: the int16 table lookups of pair_levels for the four channels (every entry is within
+// 0..255, so the high bytes are zero), the channels joined as (m0 | m1 << 8) and (m2 | m3 << 8) per int16 lane and
+// those interleaved into int32 as pair_levels does.
+uint8_t quad_levels(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst, size_t n,
+                    const int16_t* table256) {
+  const __m512i lo = _mm512_load_si512(kInterleaveLo), hi = _mm512_load_si512(kInterleaveHi);
+  const Table256 table(table256);
+  const uint8_t* const x[4] = {x0, x1, x2, x3};
+  __m256i mx = _mm256_setzero_si256();
+  for (size_t i = 0; i < n; i += 32) {
+    const size_t cnt = n - i < 32 ? n - i : 32;
+    const __mmask32 m = tail_mask32(cnt);
+    __m512i w[4];
+    for (int c = 0; c < 4; ++c) {
+      w[c] = _mm512_setzero_si512();
+      if (x[c] == nullptr) continue;
+      const __m256i b = _mm256_maskz_loadu_epi8(m, x[c] + i);
+      mx = _mm256_max_epu8(mx, b);
+      w[c] = table(_mm512_cvtepu8_epi16(b));
+    }
+    const __m512i w01 = _mm512_or_si512(w[0], _mm512_slli_epi16(w[1], 8));
+    const __m512i w23 = _mm512_or_si512(w[2], _mm512_slli_epi16(w[3], 8));
+    _mm512_mask_storeu_epi32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(w01, lo, w23));
+    if (cnt > 16)
+      _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(w01, hi, w23));
   }
   return hmax_u8(mx);
 }
@@ -645,6 +709,42 @@ WQ_VBMI uint8_t pair_levels_vbmi(const uint8_t* x0, const uint8_t* x1, int32_t* 
     if (c > 16) _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w0l, w1l));
     if (c > 32) _mm512_mask_storeu_epi32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w0h, w1h));
     if (c > 48) _mm512_mask_storeu_epi32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w0h, w1h));
+  }
+  return hmax_u8_512(mx);
+}
+
+// The quad image with VBMI: the low-byte plane of the level table is the u8 table itself (entries within 0..255),
+// four registers, 64 lookups per channel per pair of vpermi2b; the channels' bytes are then unpacked to words
+// (0,1 and 2,3) and the words to dwords, with the input order of pair_levels_vbmi so they come out in order.
+WQ_VBMI uint8_t quad_levels_vbmi(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3,
+                                 int32_t* dst, size_t n, const int16_t* table256) {
+  const uint8_t* t = reinterpret_cast<const uint8_t*>(table256 + 256);
+  const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
+  const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const uint8_t* const x[4] = {x0, x1, x2, x3};
+  const __m512i z = _mm512_setzero_si512();
+  __m512i mx = z;
+  for (size_t i = 0; i < n; i += 64) {
+    const size_t cnt = n - i < 64 ? n - i : 64;
+    const __mmask64 m = bytes_mask(cnt);
+    __m512i b[4];
+    for (int c = 0; c < 4; ++c) {
+      b[c] = z;
+      if (x[c] == nullptr) continue;
+      const __m512i lv = _mm512_maskz_loadu_epi8(m, x[c] + i);
+      mx = _mm512_max_epu8(mx, lv);
+      const __m512i idx = _mm512_permutexvar_epi32(order, lv);
+      b[c] = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), _mm512_permutex2var_epi8(t0, idx, t1),
+                                    _mm512_permutex2var_epi8(t2, idx, t3));
+    }
+    const __m512i w01l = _mm512_unpacklo_epi8(b[0], b[1]), w01h = _mm512_unpackhi_epi8(b[0], b[1]);
+    const __m512i w23l = _mm512_unpacklo_epi8(b[2], b[3]), w23h = _mm512_unpackhi_epi8(b[2], b[3]);
+    const int c = static_cast<int>(cnt);
+    _mm512_mask_storeu_epi32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w01l, w23l));
+    if (c > 16) _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w01l, w23l));
+    if (c > 32) _mm512_mask_storeu_epi32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w01h, w23h));
+    if (c > 48) _mm512_mask_storeu_epi32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w01h, w23h));
   }
   return hmax_u8_512(mx);
 }

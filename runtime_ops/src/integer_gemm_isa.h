@@ -33,9 +33,18 @@ namespace isa_avx512 {
 WQ_DECLARE_ISA_ENTRY_POINTS
 void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
                     const TileEdge& edge);
+// the u8 × s8 path (vpdpbusd; IsaKernels::quad_levels, gemm_tile_u8, gemm_tile_u8_edge)
+uint8_t quad_levels(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst, size_t n,
+                    const int16_t* table256);
+void gemm_tile_u8(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int32_t* c, size_t ldc,
+                  int rows, int ncols);
+void gemm_tile_u8_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
+                       const TileEdge& edge);
 // AVX-512 VBMI versions (byte permutes over the level table's byte planes), used when cpu_supports_avx512_vbmi()
 uint8_t lookup_vbmi(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256);
 uint8_t pair_levels_vbmi(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n, const int16_t* table256);
+uint8_t quad_levels_vbmi(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst,
+                         size_t n, const int16_t* table256);
 void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* table256);
 void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
                     uint8_t* y, size_t n, const FloatThresholds* t);

@@ -7,6 +7,13 @@
 // decoded and packed once per session when the weights are initializers. Columns run over (batch, output pixel)
 // together, so small late layers still fill whole panels at batch 32. With AVX-512 the output edge (bias, power of
 // two scale or threshold search) is applied to the accumulators in registers.
+// u8 path (AVX-512, decided when the weights are packed; u8_refusal): when the level table is within 0..255 and
+// every weight mantissa within -128..127, the image is a "quad image" instead (int32 = the u8 mantissas of four
+// adjacent input channels), the weights are s8 quads with the fan-in reordered to (channel quad, ky, kx), and the
+// tile is the same 8 × 48 register tile with vpdpbusd (64 u8 · s8 MACs per instruction instead of vpdpwssd's 32).
+// The products and sums are the same integers (exact; see IsaKernels::gemm_tile_u8), so the output is identical.
+// WQCOMPILE_NO_U8=1 turns it off; WQCOMPILE_REQUIRE_U8=1 makes a GEMM-path layer that does not take it an error
+// (naming why), which the tests use to prove the path was taken. Both are read when the kernel is created.
 // Depthwise path (group == C == M): a direct per-plane kernel over a zero-padded plane.
 //
 // QConvMaxPool (runtime-internal, never stored: wqcompile.runtime fuses a QConv with levels out and the MaxPool
@@ -16,6 +23,7 @@
 // with a quarter (2x2 pools) of the threshold searches. Images run in chunks whose accumulators stay cache-sized.
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "custom_op.h"
@@ -25,10 +33,19 @@
 namespace wq {
 namespace {
 
+// an environment switch, as WQCOMPILE_NO_VBMI: set, not empty and not starting with '0'
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && v[0] != '0';
+}
+
 struct ConvWeights {
   std::shared_ptr<PreparedLayer> layer;
-  int64_t kp = 0;                  // fan-in rounded up to even (pairs of k)
-  AlignedBuffer<int16_t> a;        // [M][kp] weight mantissas, zero pad column
+  bool u8 = false;                 // the u8 × s8 path (quad image, gemm_tile_u8); else int16 pairs
+  int64_t lanes = 2;               // input channels per int32 of the image and of a weight group: 2 or 4 (u8)
+  int64_t kg = 0;                  // int32 groups of k per weight row: ceil(cg / lanes) · kh · kw
+  AlignedBuffer<int16_t> a;        // int16 path: [M][2·kg] weight mantissas, zero for channels past cg
+  AlignedBuffer<int8_t> a8;        // u8 path: [M][4·kg] weight mantissas (s8), zero for channels past cg
   std::vector<int32_t> filters;    // depthwise: [M][kh·kw]
 };
 
@@ -52,6 +69,7 @@ class QConvKernel : public Kernel {
 
  private:
   std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
+  std::string u8_refusal(const PreparedLayer& L) const;
   Geometry geometry(const InputView& x) const;
   // raw: y is int32 acc + bias (QConvMaxPool), not the output edge
   void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
@@ -68,6 +86,8 @@ class QConvKernel : public Kernel {
   std::string auto_pad_ = "NOTSET";
   bool x_levels_ = false, levels_out_ = false;
   PoolAttrs pool_;   // QConvMaxPool
+  bool u8_allowed_ = true;    // WQCOMPILE_NO_U8 unset
+  bool u8_required_ = false;  // WQCOMPILE_REQUIRE_U8 set
   const IsaKernels* isa_ = nullptr;
   std::shared_ptr<const ConvWeights> constant_;   // set at creation when every operand is an initializer
 };
@@ -75,6 +95,8 @@ class QConvKernel : public Kernel {
 QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool) {
   where_ = where_of(pool ? "QConvMaxPool" : "QConv", info);
   isa_ = &select_isa();
+  u8_allowed_ = !env_flag("WQCOMPILE_NO_U8");
+  u8_required_ = env_flag("WQCOMPILE_REQUIRE_U8");
   x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   attrs_ = read_layer_attrs(info, where_);
@@ -130,17 +152,45 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
     cw->filters.assign(cw->layer->weights.begin(), cw->layer->weights.end());
     return cw;
   }
-  // fan-in reordered to pairs of input channels per tap: pair p = (q·kh + ky)·kw + kx holds channels 2q, 2q+1
-  const int64_t nq = (cg_ + 1) / 2, taps = kh_ * kw_;
-  cw->kp = 2 * nq * taps;
-  cw->a.resize(static_cast<size_t>(m_ * cw->kp));
+  const std::string refusal = u8_refusal(*cw->layer);
+  if (u8_required_ && !refusal.empty())
+    fail(where_, "WQCOMPILE_REQUIRE_U8 is set, but this layer takes the int16 path: " + refusal);
+  cw->u8 = refusal.empty();
+  // fan-in reordered to groups of `lanes` input channels per tap: group p = (q·kh + ky)·kw + kx holds channels
+  // lanes·q .. lanes·q + lanes - 1 (zero past cg), the layout of the image's int32
+  const int64_t lanes = cw->u8 ? 4 : 2, nq = (cg_ + lanes - 1) / lanes, taps = kh_ * kw_, row = lanes * nq * taps;
+  cw->lanes = lanes;
+  cw->kg = nq * taps;
+  if (cw->u8) cw->a8.resize(static_cast<size_t>(m_ * row));
+  else cw->a.resize(static_cast<size_t>(m_ * row));
   for (int64_t o = 0; o < m_; ++o) {
     const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [cg][kh][kw]
-    int16_t* dst = cw->a.data() + o * cw->kp;
     for (int64_t ci = 0; ci < cg_; ++ci)
-      for (int64_t t = 0; t < taps; ++t) dst[2 * ((ci / 2) * taps + t) + (ci % 2)] = src[ci * taps + t];
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t k = o * row + lanes * ((ci / lanes) * taps + t) + ci % lanes;
+        if (cw->u8) cw->a8.data()[k] = static_cast<int8_t>(src[ci * taps + t]);   // within -128..127 (u8_refusal)
+        else cw->a.data()[k] = src[ci * taps + t];
+      }
   }
   return cw;
+}
+
+// Why a GEMM-path layer cannot take the u8 × s8 path (empty: it takes it). Every level mantissa must be a u8 (the
+// unsigned operand of vpdpbusd) and every weight mantissa an s8 (the signed one); the level table is checked whole
+// (zero past its end), the weights as decoded, i.e. only the codebook entries the layer uses.
+std::string QConvKernel::u8_refusal(const PreparedLayer& L) const {
+  if (isa_->gemm_tile_u8 == nullptr || isa_->quad_levels == nullptr)
+    return std::string("the ") + isa_->name + " instruction set has no u8 path";
+  if (!u8_allowed_) return "WQCOMPILE_NO_U8 is set";
+  if (!x_levels_) return "the input is float32, not uint8 levels";
+  for (int j = 0; j < 256; ++j) {
+    const int16_t v = L.x_table256[static_cast<size_t>(j)];
+    if (v < 0 || v > 255)
+      return "x_table[" + std::to_string(j) + "] = " + std::to_string(v) + " is outside 0..255";
+  }
+  for (int16_t v : L.weights)
+    if (v < -128 || v > 127) return "weight mantissa " + std::to_string(v) + " is outside -128..127";
+  return "";
 }
 
 Geometry QConvKernel::geometry(const InputView& x) const {
@@ -240,48 +290,72 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
   });
 }
 
-// The padded pair image: [n][g][q][Hp][Wp] int32, each the int16 mantissas of channels (g·cg + 2q, g·cg + 2q + 1)
-// (the second 0 when cg is odd), with a zero border of the convolution's pads. Its rows are what the im2col panels
-// copy, so packing is plain copies of pair runs.
+// The padded image: [n][g][q][Hp][Wp] int32, each holding the mantissas of `lanes` adjacent channels of the group
+// (g·cg + lanes·q ..; 0 for channels past cg): the *pair image* (int16 pairs) or, on the u8 path, the *quad image*
+// (u8 quads), with a zero border of the convolution's pads (a zero int32 is zero in every lane). Its rows are what
+// the im2col panels copy, so packing is plain copies of int32 runs, the same for both.
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            void* y, bool raw) const {
   const PreparedLayer& L = *cw.layer;
   const IsaKernels& isa = *isa_;
-  const int64_t mg = m_ / group_, nq = (cg_ + 1) / 2, kpairs = cw.kp / 2;
+  const int64_t lanes = cw.lanes, mg = m_ / group_, nq = (cg_ + lanes - 1) / lanes, kg = cw.kg;
   const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
   const int64_t planes = g.n * group_ * nq;
   checked_numel({planes, hp, wp}, where_, "padded input");
-  // + 64 pairs: whole-vector reads past the last column of a direct view (below) stay inside the buffer
+  // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
   int32_t* const x2 = thread_scratch<int32_t>(0, static_cast<size_t>(planes * hp * wp + 64));
   {
     const int64_t hw = g.h * g.w;
     parallel_for(ctx, static_cast<size_t>(planes), [&](size_t t) {
       const int64_t plane = static_cast<int64_t>(t);
       const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
-      const int64_t c0 = grp * cg_ + 2 * q;
-      // channels c0 and c0 + 1 (none past an odd count: 0)
-      const int64_t off0 = (n * g.c + c0) * hw, off1 = 2 * q + 1 < cg_ ? off0 + hw : -1;
+      // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
+      const int64_t c0 = grp * cg_ + lanes * q;
+      int64_t off[4] = {-1, -1, -1, -1};
+      for (int64_t l = 0; l < lanes; ++l) off[l] = lanes * q + l < cg_ ? (n * g.c + c0 + l) * hw : -1;
+      // `count` image entries from `shift` elements into each channel's plane
+      auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
+        int64_t at[4];
+        for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
+        if (cw.u8) quad_span(isa, where_, L, x, at, count, dst);
+        else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
+      };
       int32_t* base = x2 + plane * hp * wp;
       std::memset(base, 0, sizeof(int32_t) * g.pt * wp);                          // top padding rows
       std::memset(base + (g.pt + g.h) * wp, 0, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
       if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: the whole plane at once
-        pair_span(isa, where_, L, attrs_, x, off0, off1, hw, base + g.pt * wp);
+        span(0, hw, base + g.pt * wp);
         return;
       }
       for (int64_t iy = 0; iy < g.h; ++iy) {
         int32_t* row = base + (g.pt + iy) * wp;
         std::memset(row, 0, sizeof(int32_t) * g.pl);
         std::memset(row + g.pl + g.w, 0, sizeof(int32_t) * g.pr);
-        pair_span(isa, where_, L, attrs_, x, off0 + iy * g.w, off1 >= 0 ? off1 + iy * g.w : -1, g.w, row + g.pl);
+        span(iy * g.w, g.w, row + g.pl);
       }
     });
   }
+  // rows o0.. of the weights against a B operand of kg int32 rows, ldb int32 apart: c (ldc = nr) or the edge
+  auto run_tile = [&](int64_t o0, const int32_t* b, size_t ldb, int rows, int ncols, int32_t* c, const TileEdge* edge) {
+    const size_t k = static_cast<size_t>(kg);
+    if (cw.u8) {   // bytes: 4 per int32
+      const int8_t* a = cw.a8.data() + o0 * 4 * kg;
+      const uint8_t* b8 = reinterpret_cast<const uint8_t*>(b);
+      if (edge) isa.gemm_tile_u8_edge(a, 4 * k, b8, 4 * ldb, k, rows, ncols, *edge);
+      else isa.gemm_tile_u8(a, 4 * k, b8, 4 * ldb, k, c, static_cast<size_t>(isa.nr), rows, ncols);
+      return;
+    }
+    const int16_t* a = cw.a.data() + o0 * 2 * kg;   // int16: 2 per int32
+    const int16_t* b16 = reinterpret_cast<const int16_t*>(b);
+    if (edge) isa.gemm_tile_edge(a, 2 * k, b16, 2 * ldb, k, rows, ncols, *edge);
+    else isa.gemm_tile(a, 2 * k, b16, 2 * ldb, k, c, static_cast<size_t>(isa.nr), rows, ncols);
+  };
   const int64_t P = g.oh * g.ow, J = g.n * P;
-  // 1x1, stride 1, no padding: the pair image's rows already are the GEMM's B rows
+  // 1x1, stride 1, no padding: the image's rows already are the GEMM's B rows
   const bool pointwise = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && hp == g.oh && wp == g.ow;
   const int64_t nr = isa.nr, mr = isa.mr;
   const int64_t panels = (J + nr - 1) / nr;
-  const int64_t panel_elems = kpairs * nr;   // int32 pairs
+  const int64_t panel_elems = kg * nr;   // int32
   // panels per block: about 1 MiB of packed columns, shared by every row tile of the block
   const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << 20) / (panel_elems * 4));
   const int64_t row_chunk = 4 * mr;
@@ -291,13 +365,13 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
   bool fast_edge = !L.row_scaled();   // the in-register tile edge has no row scale
   for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
   for (int64_t grp = 0; grp < group_; ++grp) {
-    // B operand of one column panel: packed into dst (runs of pairs copied out of the pair image), or, for a 1x1
-    // convolution's panel inside one image, the pair image itself (rows P pairs apart). Returns the row stride.
-    auto panel_b = [&](int64_t panel, int32_t* dst, const int16_t** bp) -> size_t {
+    // B operand of one column panel: packed into dst (runs of int32 copied out of the image), or, for a 1x1
+    // convolution's panel inside one image, the image itself (rows P int32 apart). Returns the row stride (int32).
+    auto panel_b = [&](int64_t panel, int32_t* dst, const int32_t** bp) -> size_t {
       const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0), n0 = j0 / P;
       if (pointwise && n0 == (j0 + ncols - 1) / P) {
-        *bp = reinterpret_cast<const int16_t*>(x2 + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P));
-        return static_cast<size_t>(2 * P);
+        *bp = x2 + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P);
+        return static_cast<size_t>(P);
       }
       PanelRun runs[64];
       int nruns = 0;
@@ -317,15 +391,16 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       pk.dst = dst;
       pk.nr = nr, pk.ncols = ncols;
       isa.pack_panel(pk);
-      *bp = reinterpret_cast<const int16_t*>(dst);
-      return static_cast<size_t>(2 * nr);
+      *bp = dst;
+      return static_cast<size_t>(nr);
     };
     // rows [r_begin, r_end) of the group against one panel, edge included
-    auto rows_x_panel = [&](int64_t panel, const int16_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
+    auto rows_x_panel = [&](int64_t panel, const int32_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
       const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0);
       const int64_t n0 = j0 / P, n1 = (j0 + ncols - 1) / P;
       alignas(64) int32_t c[8 * 64];
-      const bool fuse = isa.gemm_tile_edge != nullptr && n0 == n1 && (fast_edge || raw);
+      const bool has_edge = cw.u8 ? isa.gemm_tile_u8_edge != nullptr : isa.gemm_tile_edge != nullptr;
+      const bool fuse = has_edge && n0 == n1 && (fast_edge || raw);
       for (int64_t r0 = r_begin; r0 < r_end; r0 += mr) {
         const int rows = static_cast<int>(std::min(mr, r_end - r0));
         const int64_t o0 = grp * mg + r0;
@@ -342,12 +417,10 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
             out[r] = static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
           }
           const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw};
-          isa.gemm_tile_edge(cw.a.data() + o0 * cw.kp, static_cast<size_t>(cw.kp), bp, ldb,
-                             static_cast<size_t>(kpairs), rows, static_cast<int>(ncols), edge);
+          run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), nullptr, &edge);
           continue;
         }
-        isa.gemm_tile(cw.a.data() + o0 * cw.kp, static_cast<size_t>(cw.kp), bp, ldb, static_cast<size_t>(kpairs), c,
-                      static_cast<size_t>(nr), rows, static_cast<int>(ncols));
+        run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), c, nullptr);
         for (int r = 0; r < rows; ++r) {
           const int64_t o = o0 + r;
           const int32_t* acc = c + r * nr;
@@ -372,7 +445,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     if (panels >= 8) {
       // enough panels to share out: one pass, each task packs its panel and runs every row tile over it
       parallel_for(ctx, static_cast<size_t>(panels), [&](size_t t) {
-        const int16_t* bp = nullptr;
+        const int32_t* bp = nullptr;
         const size_t ldb = panel_b(static_cast<int64_t>(t), thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
         rows_x_panel(static_cast<int64_t>(t), bp, ldb, 0, mg);
       });
@@ -382,7 +455,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     int32_t* const packed = thread_scratch<int32_t>(1, static_cast<size_t>(std::min(per_block, panels) * panel_elems));
     for (int64_t b0 = 0; b0 < panels; b0 += per_block) {
       const int64_t nb = std::min(per_block, panels - b0);
-      const int16_t* bps[8];
+      const int32_t* bps[8];
       size_t ldbs[8];
       parallel_for(ctx, static_cast<size_t>(nb), [&](size_t t) {
         ldbs[t] = panel_b(b0 + static_cast<int64_t>(t), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);

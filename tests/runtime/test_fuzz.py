@@ -14,7 +14,7 @@ import pytest
 
 from tests.ops.cases import random_operands
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import model_of
+from tests.runtime.helpers import cpu_has, model_of
 
 pytestmark = pytest.mark.requires_ops_lib
 
@@ -199,10 +199,11 @@ def test_malformed_case_raises_and_never_crashes(name):
     assert code == RAISED, f"{name}: child exit code {code} ({'no error raised' if code == OK else 'crashed'})"
 
 
-def _mutated(seed: int):
-    """A valid layer with one random corruption of an attribute or an initializer's bytes/shape."""
+def _mutated(seed: int, base=None):
+    """A valid layer (``base()``, else a float or level QConv) with one random corruption of an attribute or an
+    initializer's bytes/shape."""
     rng = np.random.default_rng(seed)
-    model, feeds = _conv(kind=("float", "level")[seed % 2])
+    model, feeds = base() if base is not None else _conv(kind=("float", "level")[seed % 2])
     node = model.graph.node[0]
     choice = seed % 4
     if choice == 0:   # an integer attribute gets a random value
@@ -235,4 +236,64 @@ def _mutated(seed: int):
 @pytest.mark.parametrize("seed", range(24))
 def test_random_corruption_never_crashes(seed):
     code = _run_isolated(lambda: _mutated(seed), expect_error=False)
+    assert code in (OK, RAISED), f"child exit code {code}: crashed"
+
+
+# --- QConv's u8 × s8 path (AVX-512: quad image of u8 level mantissas, vpdpbusd tiles) -----------------------------
+
+needs_avx512 = pytest.mark.skipif(not cpu_has("avx512"), reason="the u8 path needs AVX-512 VNNI")
+
+
+def _u8_conv(env: dict, *, cg=5, kernel=3, bad=None, as_inputs=False, n=2, hw=(7, 9)):
+    """A QConv that qualifies for the u8 path (levels within 0..255, weights within -128..127) built in the child
+    with ``env`` set; ``bad`` = (flat index, level) writes one level, e.g. one past the 16-entry table."""
+    def build():
+        os.environ.update(env)
+        rng = np.random.default_rng(cg * 31 + kernel)
+        m, table = 11, np.concatenate([[0], np.sort(rng.integers(0, 256, 15))]).astype(np.int16)
+        x = rng.integers(0, len(table), (n, cg, *hw)).astype(np.uint8)
+        if bad is not None:
+            x.reshape(-1)[bad[0]] = bad[1]
+        attrs = dict(w_bits=3, w_shape=[m, cg, kernel, kernel], w_shift=[0], x_shift=0, x_max=32767,
+                     pads=[kernel // 2] * 4)
+        parts = [("X", x), ("W", pack_naive(rng.integers(0, 8, (m, cg, kernel, kernel)), 3)),
+                 ("codebook", np.array([[-128, 127, -3, 0, 5, 64, -64, 1]], np.int16)), ("x_table", table)]
+        model = model_of("QConv", parts, attrs, np.float32, as_inputs=as_inputs)
+        feeds = {"X": x}
+        if as_inputs:
+            feeds.update({k: v for k, v in parts[1:]})
+        return model, feeds
+    return build
+
+
+U8_REQUIRED = {"WQCOMPILE_REQUIRE_U8": "1"}
+U8_LEVEL_CASES = {
+    "first level, first channel": dict(bad=(0, 16)),
+    "last level, last channel (a quad's tail)": dict(bad=(-1, 16)),
+    "level 255 in the middle": dict(bad=(200, 255)),
+    "pointwise (image read in place)": dict(kernel=1, cg=8, bad=(-1, 255)),
+    "one channel": dict(cg=1, bad=(37, 17)),
+    "weights at run time": dict(as_inputs=True, bad=(-5, 16)),
+    "a long plane (several vectors)": dict(cg=3, hw=(40, 61), bad=(3 * 40 * 61 + 130, 16)),
+}
+
+
+@needs_avx512
+@pytest.mark.parametrize("vbmi", [True, False], ids=["vbmi", "no-vbmi"])
+@pytest.mark.parametrize("name", sorted(U8_LEVEL_CASES))
+def test_u8_level_out_of_range_raises_and_never_crashes(name, vbmi):
+    env = dict(U8_REQUIRED, **({} if vbmi else {"WQCOMPILE_NO_VBMI": "1"}))
+    kw = dict(U8_LEVEL_CASES[name])
+    bad = kw.pop("bad")
+    # the same layer with valid levels runs (so it takes the u8 path: WQCOMPILE_REQUIRE_U8), the bad level raises
+    assert _run_isolated(_u8_conv(env, **kw), expect_error=False) == OK, f"{name}: the valid layer failed"
+    code = _run_isolated(_u8_conv(env, bad=bad, **kw))
+    assert code == RAISED, f"{name}: child exit code {code} ({'no error raised' if code == OK else 'crashed'})"
+
+
+@needs_avx512
+@pytest.mark.parametrize("seed", range(12))
+def test_u8_random_corruption_never_crashes(seed):
+    base = _u8_conv({}, cg=(1, 5, 8)[seed % 3], kernel=(1, 3)[seed % 2])
+    code = _run_isolated(lambda: _mutated(seed, base), expect_error=False)
     assert code in (OK, RAISED), f"child exit code {code}: crashed"

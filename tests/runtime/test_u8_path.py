@@ -1,0 +1,322 @@
+"""QConv's u8 × s8 path (AVX-512 vpdpbusd on a quad image of u8 level mantissas and s8 weights) against the numpy
+reference, bit for bit.
+
+A QConv layer takes that path when the instruction set has it (AVX-512), its input is uint8 levels with every
+x_table entry in 0..255, every decoded weight mantissa is in -128..127 and it is not depthwise. Every case here is
+built to qualify and runs three ways on AVX-512:
+
+* ``WQCOMPILE_REQUIRE_U8=1``: the kernel fails (creation, or the run for weights given as graph inputs) when a
+  GEMM-path layer does not take the u8 path, so a passing run proves the u8 kernels computed the output;
+* the same with ``WQCOMPILE_NO_VBMI=1`` (the quad image built without byte permutes);
+* ``WQCOMPILE_NO_U8=1``: the int16 pair path, the A/B reference inside the library.
+
+Cases cover dense, grouped and pointwise (1x1 stride 1: the image read in place) layers, channel counts that are
+not multiples of 4, strides, dilations, pads and auto_pad, w_bits 1..8, Gc = 1 and Gc = M, float and fused level
+outputs, bias and row_scale, batches whose column panels span images, levels 0 and Lx - 1, and the extreme
+mantissas -128, 127 (weights) and 255 (levels).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from tests.ops.oracles import pack_naive
+from tests.runtime.helpers import cpu_has, forced_isa, model_of, run_ort, same_bits
+from tests.runtime.test_parity import AUTO_PADS, _geometry_ok, _thresholds
+from wqcompile import runtime
+from wqcompile.runtime_ops import DOMAIN
+from wqcompile.runtime_ops.qconv import qconv_reference
+
+pytestmark = [pytest.mark.requires_ops_lib,
+              pytest.mark.skipif(not cpu_has("avx512"), reason="the u8 path needs AVX-512 VNNI")]
+
+ACC_MAX = 2**30 - 1
+KERNELS = ((1, 1), (3, 3), (5, 3), (2, 2), (1, 3), (3, 1))
+CHANNELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17, 31, 33)
+MODES = {"u8": {"WQCOMPILE_REQUIRE_U8": "1"},
+         "u8-no-vbmi": {"WQCOMPILE_REQUIRE_U8": "1", "WQCOMPILE_NO_VBMI": "1"},
+         "int16": {"WQCOMPILE_NO_U8": "1"}}
+SWITCHES = ("WQCOMPILE_REQUIRE_U8", "WQCOMPILE_NO_U8", "WQCOMPILE_NO_VBMI")
+
+
+@contextmanager
+def switches(env: dict):
+    """Exactly the u8 / VBMI switches in ``env`` while sessions are created (kernels read them at creation)."""
+    old = {k: os.environ.get(k) for k in SWITCHES}
+    for k in SWITCHES:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def u8_table(rng, size: int) -> np.ndarray:
+    """A level table within 0..255: 0 first, often 255 last (the extreme u8 mantissa), log-like or arbitrary."""
+    if size == 1:
+        return np.zeros(1, np.int16)
+    top = 255 if rng.random() < 0.7 else int(rng.integers(1, 256))
+    if rng.random() < 0.5:
+        rest = np.sort(rng.integers(0, top + 1, size - 1))
+    else:   # LogQuant-like: rint(top · 2^(-(size-2-n)·step/16)), small levels rounding to 0, 1, ...
+        step = 2 * int(rng.integers(1, 9))
+        rest = np.rint(top * np.exp2((np.arange(size - 1) - (size - 2)) * step / 16))
+    rest[-1] = top
+    return np.concatenate([[0], rest]).astype(np.int16)
+
+
+def u8_levels(rng, shape, size: int) -> np.ndarray:
+    """Random levels with runs of 0 and of the top level Lx - 1."""
+    x = rng.integers(0, size, shape).astype(np.uint8)
+    flat = x.reshape(-1)
+    if flat.size:
+        flat[rng.random(flat.size) < 0.15] = size - 1
+        flat[rng.random(flat.size) < 0.1] = 0
+    return x
+
+
+def s8_codebook(rng, gc: int, bits: int, fan_in: int, x_top: int, bias_budget: int) -> np.ndarray:
+    """Codebook rows within -128..127 (with the extremes where the accumulator bound allows them)."""
+    cmax = min(128, max(1, (ACC_MAX - bias_budget) // (max(1, x_top) * fan_in)))
+    cb = rng.integers(-cmax, min(cmax, 127) + 1, (gc, 1 << bits))
+    if cb.shape[1] >= 2 and rng.random() < 0.7:
+        cb[:, 0], cb[:, 1] = -cmax, min(cmax, 127)
+    return cb.astype(np.int16)
+
+
+def u8_conv_case(seed: int, *, layout: str | None = None) -> dict:
+    rng = np.random.default_rng(7000 + seed)
+    layout = layout or ("dense", "grouped", "pointwise", "dense", "pointwise-batch")[seed % 5]
+    kh, kw = KERNELS[seed % len(KERNELS)]
+    auto_pad = AUTO_PADS[seed % len(AUTO_PADS)]
+    group = 1
+    if layout == "grouped":
+        group = int(rng.choice([2, 3, 4]))
+        cg, m = int(rng.choice(CHANNELS[:10])), group * int(rng.integers(1, 7))
+    else:
+        cg, m = int(rng.choice(CHANNELS)), int(rng.integers(1, 41))
+    if layout.startswith("pointwise"):
+        kh = kw = 1
+        auto_pad = "NOTSET"
+    while True:
+        strides = [int(v) for v in rng.choice([1, 1, 2, 3], 2)]
+        dilations = [int(v) for v in rng.choice([1, 1, 2], 2)]
+        pads = [int(v) for v in rng.integers(0, 3, 4)] if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        if layout.startswith("pointwise"):
+            strides, dilations, pads = [1, 1], [1, 1], [0, 0, 0, 0]
+        h, w = (int(v) for v in rng.integers(1, 15, 2))
+        if _geometry_ok(h, w, kh, kw, strides, dilations, pads, auto_pad):
+            break
+    # batches: columns run over (image, pixel), so panels of 48 columns often span two or more images
+    n = int(rng.integers(2, 6)) if layout == "pointwise-batch" else int(rng.integers(1, 4))
+    bits = 1 + seed % 8
+    gc = (1, m)[(seed // 8) % 2]
+    fan_in = cg * kh * kw
+    table = u8_table(rng, int(rng.choice([1, 2, 3, 16, 17, 64, 65, 129, 200, 256])))
+    x_top = int(table.max())
+    with_bias = rng.random() < 0.6
+    bias_budget = int(rng.choice([0, 2**10, 2**24, 2**29])) if with_bias else 0
+    codebook = s8_codebook(rng, gc, bits, fan_in, x_top, bias_budget)
+    idx = rng.integers(0, 1 << bits, (m, cg, kh, kw))
+    room = ACC_MAX - x_top * fan_in * int(np.abs(codebook.astype(np.int64)).max())
+    bias_budget = max(0, min(bias_budget, room))
+    bias = rng.integers(-bias_budget, bias_budget + 1, m).astype(np.int32) if with_bias else None
+    row_scale = None
+    if gc == 1 and rng.random() < 0.35:
+        row_scale = rng.integers(0, 2**22 + 1, m).astype(np.int32)
+        row_scale[rng.random(m) < 0.2] = 2**22
+    attrs = dict(w_bits=bits, w_shape=[m, cg, kh, kw], w_shift=[int(v) for v in rng.integers(-3, 12, gc)],
+                 x_shift=int(rng.integers(-4, 9)), x_max=32767, group=group, strides=strides, pads=pads,
+                 dilations=dilations, auto_pad=auto_pad)
+    case = dict(x=u8_levels(rng, (n, cg * group, h, w), len(table)), W=pack_naive(idx, bits), codebook=codebook,
+                x_table=table, bias=bias, thresholds=None, row_scale=row_scale, attrs=attrs)
+    if rng.random() < 0.5:
+        y = reference(case)
+        case["thresholds"] = _thresholds(rng, y, [s + attrs["x_shift"] for s in attrs["w_shift"]], 1, gc)
+    return case
+
+
+def reference(case: dict) -> np.ndarray:
+    return qconv_reference(case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"],
+                           case["row_scale"], **case["attrs"])
+
+
+def run_case(case: dict, env: dict, *, as_inputs=False, threads=1, isa="avx512") -> np.ndarray:
+    inputs = [("X", case["x"]), ("W", case["W"]), ("codebook", case["codebook"]), ("x_table", case["x_table"]),
+              ("bias", case["bias"]), ("thresholds", case["thresholds"]), ("row_scale", case["row_scale"])]
+    out_dtype = np.uint8 if case["thresholds"] is not None else np.float32
+    model = model_of("QConv", inputs, case["attrs"], out_dtype, as_inputs=as_inputs)
+    feeds = {"X": case["x"]}
+    if as_inputs:
+        feeds.update({k: v for k, v in inputs[1:] if v is not None})
+    with switches(env):
+        return run_ort(model, feeds, isa, threads)
+
+
+def check_all_modes(case: dict, **kw) -> None:
+    expected = reference(case)
+    for mode, env in MODES.items():
+        got = run_case(case, env, **kw)
+        assert same_bits(got, expected), \
+            f"{mode}: {case['attrs']} differs on {int(np.sum(got != expected))} of {expected.size} elements"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_u8_path_random(seed):
+    check_all_modes(u8_conv_case(seed), as_inputs=seed % 9 == 4, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("cg", [1, 2, 3, 4, 5, 7, 8, 9, 64, 67])
+def test_u8_channel_tails_and_extremes(cg):
+    """Every weight at -128 or 127 against levels at 255, channel counts around multiples of 4 (the zero bytes of
+    the last quad), a pointwise and a padded 3x3 layer, both outputs."""
+    rng = np.random.default_rng(cg)
+    table = np.array([0, 1, 2, 127, 128, 254, 255], np.int16)
+    for kh, pads in ((1, [0, 0, 0, 0]), (3, [1, 2, 0, 1])):
+        m = 19
+        idx = rng.integers(0, 4, (m, cg, kh, kh))
+        codebook = np.array([[-128, 127, -1, 1]], np.int16)
+        x = np.where(rng.random((3, cg, 9, 13)) < 0.6, 6, rng.integers(0, 7, (3, cg, 9, 13))).astype(np.uint8)
+        attrs = dict(w_bits=2, w_shape=[m, cg, kh, kh], w_shift=[0], x_shift=0, x_max=32767, pads=pads)
+        case = dict(x=x, W=pack_naive(idx, 2), codebook=codebook, x_table=table, bias=None, thresholds=None,
+                    row_scale=None, attrs=attrs)
+        check_all_modes(case, threads=2)
+        y = reference(case)
+        case["bias"] = rng.integers(-1000, 1000, m).astype(np.int32)
+        case["thresholds"] = _thresholds(rng, y, [0], 1, 1)
+        check_all_modes(case)
+
+
+def test_u8_accumulator_at_the_bound():
+    """Weights 127 (and -128) against levels 255 with the bias filling the rest: |acc| reaches 2^30 - 1."""
+    cg, kh = 512, 3
+    fan_in = cg * kh * kh
+    per_tap = 255 * 128
+    bias_abs = ACC_MAX - per_tap * fan_in
+    for w, sign in ((1, -1), (0, 1)):   # codebook entry -128 with bias -B, entry 127 with bias +B
+        idx = np.full((4, cg, kh, kh), w)
+        case = dict(x=np.full((1, cg, 3, 5), 1, np.uint8), W=pack_naive(idx, 1),
+                    codebook=np.array([[127, -128]], np.int16), x_table=np.array([0, 255], np.int16),
+                    bias=np.full(4, sign * bias_abs, np.int32), thresholds=None, row_scale=None,
+                    attrs=dict(w_bits=1, w_shape=[4, cg, kh, kh], w_shift=[0], x_shift=0, x_max=32767))
+        check_all_modes(case, threads=2)
+        case["thresholds"] = np.array([[-2**30, -(2**30 - 1), 2**30 - 2, 2**30 - 1, 2**30]], np.int32)
+        check_all_modes(case)
+
+
+@pytest.mark.parametrize("what,value", [("weight", 128), ("weight", -129), ("table", 256), ("table", -1)])
+def test_u8_path_refused_outside_the_ranges(what, value):
+    """One mantissa outside s8 (weights) or u8 (levels): the int16 path runs (still exact), and
+    WQCOMPILE_REQUIRE_U8=1 reports why the layer does not take the u8 path."""
+    rng = np.random.default_rng(3)
+    cg, m = 6, 10
+    codebook = np.array([[-128, 127, 5, -7]], np.int16)
+    table = np.array([0, 3, 9, 255], np.int16)
+    if what == "weight":
+        codebook[0, 3] = value
+    else:
+        table[2] = value
+    idx = rng.integers(0, 4, (m, cg, 3, 3))
+    case = dict(x=rng.integers(0, 4, (2, cg, 7, 7)).astype(np.uint8), W=pack_naive(idx, 2), codebook=codebook,
+                x_table=table, bias=None, thresholds=None, row_scale=None,
+                attrs=dict(w_bits=2, w_shape=[m, cg, 3, 3], w_shift=[0], x_shift=0, x_max=32767, pads=[1, 1, 1, 1]))
+    expected = reference(case)
+    assert same_bits(run_case(case, {}), expected)
+    with pytest.raises(Exception, match="outside"):
+        run_case(case, {"WQCOMPILE_REQUIRE_U8": "1"})
+
+
+def test_u8_unused_wide_codebook_entry_does_not_matter():
+    """Only the codebook entries the weights use must fit s8."""
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, 3, (8, 5, 3, 3))   # entry 3 (= 1000) never used
+    case = dict(x=rng.integers(0, 4, (1, 5, 6, 6)).astype(np.uint8), W=pack_naive(idx, 2),
+                codebook=np.array([[-128, 127, 3, 1000]], np.int16), x_table=np.array([0, 1, 200, 255], np.int16),
+                bias=None, thresholds=None, row_scale=None,
+                attrs=dict(w_bits=2, w_shape=[8, 5, 3, 3], w_shift=[0], x_shift=0, x_max=32767))
+    check_all_modes(case)
+
+
+@pytest.mark.parametrize("isa", [pytest.param(i, marks=pytest.mark.skipif(not cpu_has(i), reason=f"CPU lacks {i}"))
+                                 for i in ("baseline", "avx2")])
+def test_u8_path_only_on_avx512(isa):
+    """Instruction sets without the u8 entry points keep the int16 path (WQCOMPILE_REQUIRE_U8 says so)."""
+    case = u8_conv_case(0, layout="dense")
+    assert same_bits(run_case(case, {}, isa=isa), reference(case))
+    with pytest.raises(Exception, match="no u8 path"):
+        run_case(case, {"WQCOMPILE_REQUIRE_U8": "1"}, isa=isa)
+
+
+def test_u8_require_ignores_depthwise_and_float_input_is_refused():
+    """Depthwise layers keep their own kernel (WQCOMPILE_REQUIRE_U8 does not apply to them); a float32 input
+    never takes the u8 path."""
+    rng = np.random.default_rng(5)
+    c = 6
+    case = dict(x=rng.integers(0, 4, (2, c, 8, 8)).astype(np.uint8), W=pack_naive(rng.integers(0, 4, (c, 1, 3, 3)), 2),
+                codebook=np.array([[-128, 127, 3, 1]], np.int16), x_table=np.array([0, 1, 200, 255], np.int16),
+                bias=None, thresholds=None, row_scale=None,
+                attrs=dict(w_bits=2, w_shape=[c, 1, 3, 3], w_shift=[0], x_shift=0, x_max=32767, group=c,
+                           pads=[1, 1, 1, 1]))
+    check_all_modes(case)
+    flt = dict(case, x=rng.standard_normal((2, c, 8, 8)).astype(np.float32), x_table=None,
+               W=pack_naive(rng.integers(0, 4, (4, c, 3, 3)), 2),
+               attrs=dict(case["attrs"], w_shape=[4, c, 3, 3], group=1, x_max=255))
+    assert same_bits(run_case(flt, {}), reference(flt))
+    with pytest.raises(Exception, match="float32"):
+        run_case(flt, {"WQCOMPILE_REQUIRE_U8": "1"})
+
+
+def _maxpool_ref(y: np.ndarray, k: int, s: int, pads: list[int]) -> np.ndarray:
+    """MaxPool of uint8 levels (0 is the identity: no window lies entirely in the padding here)."""
+    p = np.pad(y, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = (p.shape[2] - k) // s + 1, (p.shape[3] - k) // s + 1
+    out = np.zeros(y.shape[:2] + (oh, ow), y.dtype)
+    for dy in range(k):
+        for dx in range(k):
+            out = np.maximum(out, p[:, :, dy:dy + s * oh:s, dx:dx + s * ow:s])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_u8_qconv_maxpool(seed):
+    """QConvMaxPool (raw int32 tile edge, pooled, then quantized) on the u8 path."""
+    k, s, pads = ((2, 2, [0, 0, 0, 0]), (3, 2, [1, 1, 1, 1]))[seed % 2]
+    case = u8_conv_case(seed, layout=("dense", "grouped", "pointwise-batch")[seed % 3])
+    case["row_scale"] = None   # QConvMaxPool is never formed over a row-scaled layer
+    case["thresholds"] = None
+    rng = np.random.default_rng(seed)
+    y = reference(case)
+    if min(y.shape[2:]) + pads[0] + pads[2] < k:
+        pytest.skip("the pool does not fit this output")
+    case["thresholds"] = _thresholds(rng, y, [v + case["attrs"]["x_shift"] for v in case["attrs"]["w_shift"]], 1,
+                                     case["codebook"].shape[0])
+    expected = _maxpool_ref(reference(case), k, s, pads)
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
+    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"],
+                            domain=DOMAIN, name="conv", **case["attrs"])
+    pool = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", kernel_shape=[k, k], strides=[s, s], pads=pads)
+    graph = helper.make_graph([conv, pool], "g", [helper.make_tensor_value_info("X", 2, list(case["x"].shape))],
+                              [helper.make_tensor_value_info("Y", 2, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                              ir_version=8)
+    fused, count = runtime.with_qconv_maxpool(model)
+    assert count == 1
+    import onnxruntime as ort
+    for mode, env in MODES.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1 + seed % 2
+        with switches(env), forced_isa("avx512"):
+            got = runtime.InferenceSession(fused, so).run(None, {"X": case["x"]})[0]
+        assert same_bits(got, expected), f"{mode}: differs on {int(np.sum(got != expected))} elements"

@@ -23,15 +23,15 @@ void unpack_indices(const uint8_t* packed, int64_t bytes, int bits, int64_t coun
 
 bool has_data(const InputView& v) { return v.present && v.numel > 0; }
 
-// The largest input level read against the level table (op-contract §6); a level past the table was looked up in
-// the zero-filled 256-entry copy, so nothing out of bounds was read before this error.
+}  // namespace
+
+// a level past the table was looked up in the zero-filled 256-entry copy, so nothing out of bounds was read before
+// this error
 void check_levels(const std::string& where, const PreparedLayer& L, uint8_t max_level) {
   if (max_level >= L.x_table_size)
     fail(where, "input level " + std::to_string(max_level) + " is out of range for a " +
                     std::to_string(L.x_table_size) + "-entry level table");
 }
-
-}  // namespace
 
 LayerAttrs read_layer_attrs(const OrtKernelInfo* info, const std::string& where) {
   LayerAttrs a;

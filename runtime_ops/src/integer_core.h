@@ -70,6 +70,10 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
 bool constant_operands(const OrtKernelInfo* info, const std::string& where, LayerOperands* out);
 LayerOperands run_operands(OrtKernelContext* ctx, const std::string& where);
 
+// The largest input level read (lookup, pair_levels, depthwise_lanes) against the level table (op-contract §6):
+// an error past the table (its zero-filled 256-entry copy was read, nothing out of bounds).
+void check_levels(const std::string& where, const PreparedLayer& L, uint8_t max_level);
+
 // `count` elements of X from flat index `offset` → int16 mantissas (float: linear fixed point; uint8: x_table lookup,
 // every level checked against the table size).
 void mantissa_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,

@@ -20,7 +20,7 @@ namespace {
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
         ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused,       \
-        nullptr, nullptr, nullptr                                                                               \
+        nullptr, nullptr, nullptr, nullptr                                                                          \
   }
 
 const IsaKernels& table_baseline() {
@@ -44,7 +44,7 @@ const IsaKernels& table_avx512() {
   return k;
 }
 
-// AVX-512 with the VBMI level lookups (inputs, QDecode, AddDecodeQRelu; the fused quantizer's VBMI index is chosen per table: ThresholdTable::octave_ok)
+// AVX-512 with the VBMI level lookups (inputs, QDecode, AddDecodeQRelu, channels-in-lanes depthwise; the fused quantizer's VBMI index is chosen per table: ThresholdTable::octave_ok)
 const IsaKernels& table_avx512_vbmi() {
   static const IsaKernels k = [] {
     IsaKernels t = WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge);
@@ -52,6 +52,7 @@ const IsaKernels& table_avx512_vbmi() {
     t.pair_levels = isa_avx512::pair_levels_vbmi;
     t.qdecode = isa_avx512::qdecode_vbmi;
     t.add_qrelu = isa_avx512::add_qrelu_vbmi;
+    t.depthwise_lanes = isa_avx512::depthwise_lanes_vbmi;   // its byte transposes are vpermt2b
     return with_u8_path(t, true);
   }();
   return k;

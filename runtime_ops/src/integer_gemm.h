@@ -141,6 +141,47 @@ struct DepthwisePlane {
   int32_t* scratch;       // oh·w + 128 int32 of scratch
 };
 
+// A block of up to 16 channels of one image of a depthwise convolution with the channels in the vector lanes
+// (IsaKernels::depthwise_lanes; small planes, where the per-plane passes cost more than the arithmetic): uint8
+// level input, fused level output with one thresholds table for every channel (one shared codebook, optionally row
+// scaled), 16 outputs (one pixel of 16 channels) per vector and the whole output edge in registers.
+struct DepthwiseLanes {
+  const uint8_t* x;            // channel c's [h, w] levels at x + c·h·w, c < nc
+  int64_t nc;                  // channels of the block, 1..16
+  int64_t h, w, pt, pl;        // input plane and its top / left padding
+  int64_t kh, kw, sh, sw, dh, dw;   // kh, kw ≤ 16
+  int64_t oh, ow;              // output plane (the bottom / right padding follow from these)
+  const int16_t* table256;     // level → mantissa (kLevelTableInt16 layout)
+  const int32_t* filter;       // [nc][kh·kw] weight mantissas
+  const int32_t* bias;         // [nc]
+  const int32_t* row_scale;    // [nc], or nullptr (op-contract §2.1)
+  const ThresholdTable* table; // the one thresholds row
+  uint8_t* y;                  // channel c's [oh, ow] levels at y + c·oh·ow
+  void* scratch;               // DepthwiseLanesLayout::bytes, 64-byte aligned
+};
+
+// The scratch of depthwise_lanes, in bytes from its start: the input transposed to [h·w][16] levels; one padded
+// row of [wpc + dw][16] int16 mantissas; the pair image [hn][wpc][16] int32 = (X[y][x], X[y][x + dw]) per channel
+// (hn padded rows are read, wpc ≥ the padded width plus three strides: a vector group of 4 pixels may run past a
+// row's last output); the output levels [oh·ow + 4][16].
+struct DepthwiseLanesLayout {
+  int64_t hn, wpc;
+  size_t transposed, row, pairs, levels, bytes;
+};
+
+inline DepthwiseLanesLayout depthwise_lanes_layout(const DepthwiseLanes& p) {
+  auto up64 = [](size_t b) { return (b + 63) / 64 * 64; };
+  DepthwiseLanesLayout l{};
+  l.hn = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  l.wpc = (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1 + 3 * p.sw;
+  l.transposed = 0;
+  l.row = l.transposed + up64(static_cast<size_t>(p.h * p.w) * 16);
+  l.pairs = l.row + up64(static_cast<size_t>(l.wpc + p.dw) * 32);
+  l.levels = l.pairs + static_cast<size_t>(l.hn * l.wpc) * 64;
+  l.bytes = l.levels + up64(static_cast<size_t>(p.oh * p.ow + 4) * 16);
+  return l;
+}
+
 // One packed B panel of a convolution: rows are pairs of input channels at one kernel tap, k = (q, ky, kx) with the
 // channel pair q slowest; columns are output pixels, given as runs that stay within one output row.
 struct PanelRun {
@@ -283,6 +324,9 @@ struct IsaKernels {
   // gemm_tile_u8 followed by the edge in registers (as gemm_tile_edge)
   void (*gemm_tile_u8_edge)(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows,
                             int ncols, const TileEdge& edge);
+  // One DepthwiseLanes block; returns the largest input level read (checked by the caller, as lookup's). nullptr
+  // when the instruction set has none (then the per-plane depthwise runs).
+  uint8_t (*depthwise_lanes)(const DepthwiseLanes& p);
 };
 
 // The instruction set to use: WQCOMPILE_ISA=baseline|avx2|avx512 forces one (an error if this CPU lacks it);

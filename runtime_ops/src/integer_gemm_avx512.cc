@@ -7,6 +7,7 @@
 // quads of u8 level mantissas (the panel) times s8 weights (64 MACs each). The two tiles are one template.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -1100,6 +1101,273 @@ void depthwise(const DepthwisePlane& p) {
   else if (p.kh == 5 && p.kw == 5) s1 ? depthwise_fixed<5, 5, 1>(p) : depthwise_fixed<5, 5, 2>(p);
   else s1 ? depthwise_fixed<0, 0, 1>(p) : depthwise_fixed<0, 0, 2>(p);
 }
+
+// ---- Depthwise with the channels in the vector lanes (DepthwiseLanes, AVX-512 VBMI) ----
+// A small plane (7x7 .. 28x28) gives the per-plane kernel above only a few vectors, so its fixed costs (lookup,
+// padding copy, kernel set-up, the edge passes) dominate. Here 16 channels share every instruction instead: their
+// levels are transposed to [pixel][channel] bytes (16x16 byte transposes, two rounds of vpermt2b), looked up row by
+// row into a zero-padded int16 row and paired to (X[y][x], X[y][x + dw]) per lane, so one vpdpwssd applies the two
+// taps (kx, kx + 1) of all 16 channels to one output pixel. The output edge (row scale, bias, quantizer: one
+// thresholds table for every lane) runs on the accumulators in registers and the levels are transposed back to
+// the NCHW planes. The integers are those of the per-plane kernel (the same exact int32 sums, in another order).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace {
+
+// vpermt2b indices of transpose16_u8: round 1 gathers rows 0..7 (or 8..15) x columns 0..7 (or 8..15) of two
+// source vectors as [column][row] (8 x 8 bytes), round 2 joins the row halves into 4 output rows of 16 bytes.
+struct TransposeIdx {
+  alignas(64) uint8_t round1[2][64];   // [column half]: byte 8j + i = source row i (of 8), column j + 8·half
+  alignas(64) uint8_t round2[2][64];   // [output pair of the half]: byte 16jj + i = row i of column 4m + jj
+};
+
+constexpr TransposeIdx make_transpose_idx() {
+  TransposeIdx t{};
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 8; ++i) t.round1[h][8 * j + i] = static_cast<uint8_t>(16 * i + j + 8 * h);
+  for (int m = 0; m < 2; ++m)
+    for (int jj = 0; jj < 4; ++jj)
+      for (int i = 0; i < 16; ++i)
+        t.round2[m][16 * jj + i] = static_cast<uint8_t>(i < 8 ? 8 * (4 * m + jj) + i : 64 + 8 * (4 * m + jj) + i - 8);
+  return t;
+}
+
+constexpr TransposeIdx kTransposeIdx = make_transpose_idx();
+
+// dst row j, byte i = src row i, byte j (16 x 16 bytes). Reads rows i < rows, bytes j < cols of each (the rest are
+// 0); writes rows j < dst_rows (≤ cols), `store` bytes of each. Rows 16 bytes apart go as whole vectors.
+WQ_VBMI inline void transpose16_u8(const uint8_t* src, int64_t ss, int rows, int cols, uint8_t* dst, int64_t ds,
+                                   int dst_rows, int store) {
+  __m512i z[4];
+  if (ss == 16 && cols == 16) {
+    for (int k = 0; k < 4; ++k)
+      z[k] = _mm512_maskz_loadu_epi8(bytes_mask(static_cast<size_t>(std::max(0, rows - 4 * k)) * 16), src + 64 * k);
+  } else {
+    const __mmask16 cm = tail_mask(cols);
+    __m128i r[16];
+    for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm_maskz_loadu_epi8(cm, src + i * ss) : _mm_setzero_si128();
+    for (int k = 0; k < 4; ++k) {
+      const __m512i lo = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(r[4 * k]), r[4 * k + 1], 1));
+      const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(r[4 * k + 2]), r[4 * k + 3], 1);
+      z[k] = _mm512_inserti64x4(lo, hi, 1);
+    }
+  }
+  const __m512i i10 = _mm512_load_si512(kTransposeIdx.round1[0]), i11 = _mm512_load_si512(kTransposeIdx.round1[1]);
+  const __m512i a0 = _mm512_permutex2var_epi8(z[0], i10, z[1]), a1 = _mm512_permutex2var_epi8(z[0], i11, z[1]);
+  const __m512i b0 = _mm512_permutex2var_epi8(z[2], i10, z[3]), b1 = _mm512_permutex2var_epi8(z[2], i11, z[3]);
+  const __m512i i20 = _mm512_load_si512(kTransposeIdx.round2[0]), i21 = _mm512_load_si512(kTransposeIdx.round2[1]);
+  const __m512i out[4] = {_mm512_permutex2var_epi8(a0, i20, b0), _mm512_permutex2var_epi8(a0, i21, b0),
+                          _mm512_permutex2var_epi8(a1, i20, b1), _mm512_permutex2var_epi8(a1, i21, b1)};
+  if (ds == 16 && store == 16) {
+    for (int m = 0; m < 4; ++m)
+      _mm512_mask_storeu_epi8(dst + 64 * m, bytes_mask(static_cast<size_t>(std::max(0, dst_rows - 4 * m)) * 16), out[m]);
+    return;
+  }
+  const __mmask16 sm = tail_mask(store);
+  auto put = [&](int j, __m128i v) {   // whole rows unmasked (masked stores are slow on Zen 4)
+    if (j >= dst_rows) return;
+    if (store == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * ds), v);
+    else _mm_mask_storeu_epi8(dst + j * ds, sm, v);
+  };
+  for (int m = 0; m < 4; ++m) {
+    put(4 * m, _mm512_castsi512_si128(out[m]));
+    put(4 * m + 1, _mm512_extracti32x4_epi32(out[m], 1));
+    put(4 * m + 2, _mm512_extracti32x4_epi32(out[m], 2));
+    put(4 * m + 3, _mm512_extracti32x4_epi32(out[m], 3));
+  }
+}
+
+// The quantizers of the lanes' edge, by the table's index (ThresholdTable): level = #{j : t[j] ≤ v} per lane
+struct Search16Lanes {   // ≤ 15 thresholds: search16 with the table pre-shifted per step (t[pos + step - 1] is
+                         // one vpermd of pos), so each step is a permute, a compare and a masked add
+  __m512i t7, t3, t1, t0;
+  explicit Search16Lanes(const ThresholdTable* t) {
+    alignas(64) int32_t shifted[3][16];
+    const int by[3] = {3, 1, 0};
+    for (int s = 0; s < 3; ++s)
+      for (int i = 0; i < 16; ++i) shifted[s][i] = i + by[s] < 16 ? t->padded[i + by[s]] : INT32_MAX;
+    t7 = _mm512_set1_epi32(t->padded[7]);
+    t3 = _mm512_load_si512(shifted[0]), t1 = _mm512_load_si512(shifted[1]), t0 = _mm512_load_si512(shifted[2]);
+  }
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const {
+    __m512i pos = _mm512_maskz_mov_epi32(_mm512_cmple_epi32_mask(t7, v), _mm512_set1_epi32(8));
+    pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(pos, t3), v), pos, _mm512_set1_epi32(4));
+    pos = _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(pos, t1), v), pos, _mm512_set1_epi32(2));
+    return _mm512_mask_add_epi32(pos, _mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(pos, t0), v), pos, _mm512_set1_epi32(1));
+  }
+};
+template <bool Two>
+struct OctaveLanes {     // log-spaced sets (octave_ok): register permutes only
+  OctaveRegs regs;
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_octave<Two>(v, regs); }
+};
+struct PackedLanes {     // one masked dword gather (packed_ok)
+  const ThresholdTable* t;
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_packed(v, t); }
+};
+struct BucketLanes {     // the 64-bit bucket index, else the binary search
+  const ThresholdTable* t;
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_bucketed(v, t); }
+};
+
+// floor(acc · r / 2^22) per lane, r = r_even (as int64 in the even lanes' qwords) and r_odd (the odd lanes'): as
+// scale_rows, bits 22..53 of the exact int64 products (the result fits int32, so the logical shift's low 32 bits
+// are the flooring arithmetic shift's)
+inline __m512i scale_lanes(__m512i a, __m512i r_even, __m512i r_odd) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, r_even), 22);
+  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), r_odd), 22), 32);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+// Columns x = 0, step, 2·step, .. < end of one padded row of the pair image: dst[x] lane c = (X_c[x], X_c[x + dw])
+// from the zero-padded int16 row [x][16 channels] (vpermt2w interleaves the 16 channels of the two pixels)
+WQ_VBMI inline void pair_row(const int16_t* row, int64_t end, int64_t step, int64_t dw, int32_t* dst) {
+  alignas(64) static const int16_t inter[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i idx = _mm512_load_si512(inter);
+  for (int64_t x = 0; x < end; x += step) {
+    const __m512i a = _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(row + 16 * x)));
+    const __m512i b = _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(row + 16 * (x + dw))));
+    _mm512_store_si512(dst + 16 * x, _mm512_permutex2var_epi16(a, idx, b));
+  }
+}
+
+// The output edge of the lanes (lambdas would not inherit the VBMI target, so the quantizers would not inline):
+// row scale, bias and quantizer per lane, then the levels (0..255) of 4 pixels to bytes with two saturating packs
+// (128-bit lane k then holds channels 4k..4k+3 of pixels 0, 1, 2, 3; one vpermd puts them in [pixel][channel] order)
+template <bool Scaled, class Quant>
+struct LaneEdge {
+  const Quant& quant;
+  __m512i bias, r_even, r_odd, order;
+  WQ_VBMI LaneEdge(const DepthwiseLanes& p, const Quant& q) : quant(q) {
+    bias = _mm512_maskz_loadu_epi32(tail_mask(static_cast<int>(p.nc)), p.bias);
+    r_even = r_odd = _mm512_setzero_si512();
+    if (Scaled) {
+      r_even = _mm512_maskz_loadu_epi32(tail_mask(static_cast<int>(p.nc)), p.row_scale);
+      r_odd = _mm512_srli_epi64(r_even, 32);
+    }
+    order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  }
+  WQ_VBMI __attribute__((always_inline)) __m512i level(__m512i a) const {
+    if constexpr (Scaled) a = scale_lanes(a, r_even, r_odd);
+    return quant(_mm512_add_epi32(a, bias));
+  }
+  WQ_VBMI __attribute__((always_inline)) void store4(__m512i a0, __m512i a1, __m512i a2, __m512i a3, uint8_t* out) const {
+    const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(level(a0), level(a1)), _mm512_packs_epi32(level(a2), level(a3)));
+    _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, b));
+  }
+};
+
+// The convolution and its edge over the pair image: groups of 4 output pixels of a row (4 independent
+// accumulators), (kh · ceil(kw / 2)) vpdpwssd each; the levels of pixel i go to levels[16 i ..] (a group past the
+// row's end writes pixels the next group rewrites, or the 4 spare pixels at the end). KH, KW > 0: a fixed kernel.
+template <int KH, int KW, bool Scaled, class Quant>
+WQ_VBMI void lanes_conv(const DepthwiseLanes& p, const DepthwiseLanesLayout& l, const int32_t* pairs,
+                        const __m512i* wv, const Quant& quant, uint8_t* levels) {
+  const int64_t kh = KH > 0 ? KH : p.kh, steps = KW > 0 ? (KW + 1) / 2 : (p.kw + 1) / 2;
+  const LaneEdge<Scaled, Quant> edge(p, quant);
+  const int64_t row = 16 * l.wpc, sx = 16 * p.sw, ky_step = p.dh * row, kx_step = 32 * p.dw;
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    const int32_t* base = pairs + oy * p.sh * row;
+    uint8_t* out = levels + 16 * oy * p.ow;
+    for (int64_t ox = 0; ox < p.ow; ox += 4) {
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      const int32_t* b = base + ox * sx;
+#pragma GCC unroll 16
+      for (int64_t ky = 0; ky < kh; ++ky) {
+#pragma GCC unroll 8
+        for (int64_t k = 0; k < steps; ++k) {
+          const int32_t* q = b + ky * ky_step + k * kx_step;
+          const __m512i w = wv[ky * steps + k];
+          WQ_DPWSSD(a0, _mm512_load_si512(q), w);
+          WQ_DPWSSD(a1, _mm512_load_si512(q + sx), w);
+          WQ_DPWSSD(a2, _mm512_load_si512(q + 2 * sx), w);
+          WQ_DPWSSD(a3, _mm512_load_si512(q + 3 * sx), w);
+        }
+      }
+      edge.store4(a0, a1, a2, a3, out + 16 * ox);
+    }
+  }
+}
+
+template <int KH, int KW, bool Scaled, class Quant>
+WQ_VBMI uint8_t lanes_block(const DepthwiseLanes& p, const Quant& quant) {
+  const DepthwiseLanesLayout l = depthwise_lanes_layout(p);
+  char* const s = static_cast<char*>(p.scratch);
+  uint8_t* const tr = reinterpret_cast<uint8_t*>(s + l.transposed);
+  int16_t* const row = reinterpret_cast<int16_t*>(s + l.row);
+  int32_t* const pairs = reinterpret_cast<int32_t*>(s + l.pairs);
+  uint8_t* const levels = reinterpret_cast<uint8_t*>(s + l.levels);
+  const int nc = static_cast<int>(p.nc);
+  // [pixel][channel] levels (lanes ≥ nc are level 0)
+  const int64_t hw = p.h * p.w;
+  for (int64_t i = 0; i < hw; i += 16) {
+    const int n = static_cast<int>(std::min<int64_t>(16, hw - i));
+    transpose16_u8(p.x + i, hw, nc, n, tr + 16 * i, 16, n, 16);
+  }
+  // weight pairs per (ky, pair of kx): lane c = (w_c[ky][2k], w_c[ky][2k + 1] or 0); lanes ≥ nc are 0
+  const int64_t steps = (p.kw + 1) / 2;
+  __m512i wv[16 * 8];
+  for (int64_t ky = 0; ky < p.kh; ++ky)
+    for (int64_t k = 0; k < steps; ++k) {
+      alignas(64) int32_t lane[16] = {};
+      for (int c = 0; c < nc; ++c) {
+        const int32_t* f = p.filter + c * p.kh * p.kw + ky * p.kw;
+        const uint32_t lo = static_cast<uint16_t>(f[2 * k]);
+        const uint32_t hi = 2 * k + 1 < p.kw ? static_cast<uint16_t>(f[2 * k + 1]) : 0u;
+        lane[c] = static_cast<int32_t>(lo | hi << 16);
+      }
+      wv[ky * steps + k] = _mm512_load_si512(lane);
+    }
+  // the pair image, row by row: padding rows are 0, the others looked up into the zero-padded row and paired.
+  // Only the columns valid outputs read are built: below `end`, and only the even ones with an even stride (the
+  // rest, read by the spare pixels of a row's last group of 4, are left as they are: their sums are discarded).
+  const int64_t end = (p.ow - 1) * p.sw + 2 * (steps - 1) * p.dw + 1, step = p.sw % 2 == 0 ? 2 : 1;
+  std::memset(row, 0, static_cast<size_t>(l.wpc + p.dw) * 32);
+  uint8_t max_level = 0;
+  for (int64_t y = 0; y < l.hn; ++y) {
+    int32_t* dst = pairs + y * l.wpc * 16;
+    const int64_t iy = y - p.pt;
+    if (iy < 0 || iy >= p.h) {
+      std::memset(dst, 0, static_cast<size_t>(end) * 64);
+      continue;
+    }
+    max_level = std::max(max_level, lookup_vbmi(tr + 16 * iy * p.w, row + 16 * p.pl, static_cast<size_t>(16 * p.w),
+                                                p.table256));
+    pair_row(row, end, step, p.dw, dst);
+  }
+  lanes_conv<KH, KW, Scaled>(p, l, pairs, wv, quant, levels);
+  // back to the channels' planes
+  const int64_t plane = p.oh * p.ow;
+  for (int64_t i = 0; i < plane; i += 16) {
+    const int n = static_cast<int>(std::min<int64_t>(16, plane - i));
+    transpose16_u8(levels + 16 * i, 16, n, 16, p.y + i, plane, nc, n);
+  }
+  return max_level;
+}
+
+template <class Quant>
+WQ_VBMI uint8_t lanes_shape(const DepthwiseLanes& p, const Quant& quant) {
+  const bool scaled = p.row_scale != nullptr;
+  if (p.kh == 3 && p.kw == 3) return scaled ? lanes_block<3, 3, true>(p, quant) : lanes_block<3, 3, false>(p, quant);
+  return scaled ? lanes_block<0, 0, true>(p, quant) : lanes_block<0, 0, false>(p, quant);
+}
+
+}  // namespace
+
+WQ_VBMI uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p) {
+  const ThresholdTable* t = p.table;
+  if (t->blocks == 1) return lanes_shape(p, Search16Lanes(t));
+  if (t->octave_ok)
+    return t->octave_classes > 1 ? lanes_shape(p, OctaveLanes<true>{octave_regs(t)})
+                                 : lanes_shape(p, OctaveLanes<false>{octave_regs(t)});
+  if (t->packed_ok) return lanes_shape(p, PackedLanes{t});
+  return lanes_shape(p, BucketLanes{t});
+}
+
+#pragma GCC diagnostic pop
 
 void pack_panel(const PanelPack& p) {
   pack_panel_with(p, [](const int32_t* s, int32_t* o, int64_t len, int64_t sx) {

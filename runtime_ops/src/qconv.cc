@@ -14,7 +14,9 @@
 // The products and sums are the same integers (exact; see IsaKernels::gemm_tile_u8), so the output is identical.
 // WQCOMPILE_NO_U8=1 turns it off; WQCOMPILE_REQUIRE_U8=1 makes a GEMM-path layer that does not take it an error
 // (naming why), which the tests use to prove the path was taken. Both are read when the kernel is created.
-// Depthwise path (group == C == M): a direct per-plane kernel over a zero-padded plane.
+// Depthwise path (group == C == M): with AVX-512 VBMI, level input and a fused output with one thresholds row, 16
+// channels per vector (IsaKernels::depthwise_lanes, one task per image and block of 16 channels); otherwise a
+// direct per-plane kernel over a zero-padded plane.
 //
 // QConvMaxPool (runtime-internal, never stored: wqcompile.runtime fuses a QConv with levels out and the MaxPool
 // that reads it): the same convolution with the output edge replaced by acc + bias as int32 ("raw"), a max pool
@@ -76,6 +78,9 @@ class QConvKernel : public Kernel {
                 bool raw = false) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                      void* y, bool raw = false) const;
+  bool lanes_fit(const PreparedLayer& L) const;
+  void run_depthwise_lanes(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                           uint8_t* y) const;
   void compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
 
   std::string where_;
@@ -240,8 +245,42 @@ void QConvKernel::Compute(OrtKernelContext* ctx) {
   void* y = allocate_output(ctx, 0, {g.n, m_, g.oh, g.ow});
   if (g.n == 0) return;
   // the input's mantissas are made plane by plane inside each path, straight into the layout it reads
-  if (!cw->filters.empty()) run_depthwise(ctx, *cw, g, x, y);
+  if (!cw->filters.empty() && lanes_fit(*cw->layer)) run_depthwise_lanes(ctx, *cw, g, x, static_cast<uint8_t*>(y));
+  else if (!cw->filters.empty()) run_depthwise(ctx, *cw, g, x, y);
   else run_gemm(ctx, *cw, g, x, y);
+}
+
+// The channels-in-lanes depthwise (IsaKernels::depthwise_lanes) takes level input and a fused level output with
+// one thresholds row (one shared codebook, row-scaled or not): measured faster than the per-plane kernel on every
+// MobileNetV2 depthwise shape (7x7 .. 112x112, strides 1 and 2) at batch 1 and 32. The rest runs plane by plane.
+bool QConvKernel::lanes_fit(const PreparedLayer& L) const {
+  return isa_->depthwise_lanes != nullptr && L.x_levels && L.fused() && L.gc == 1 && kh_ <= 16 && kw_ <= 16;
+}
+
+// Tasks of one image's block of 16 channels (the last one may have fewer)
+void QConvKernel::run_depthwise_lanes(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g,
+                                      const InputView& x, uint8_t* y) const {
+  const PreparedLayer& L = *cw.layer;
+  const int64_t blocks = (g.c + 15) / 16, plane_in = g.h * g.w, plane_out = g.oh * g.ow;
+  DepthwiseLanes proto{};
+  proto.h = g.h, proto.w = g.w, proto.pt = g.pt, proto.pl = g.pl;
+  proto.kh = kh_, proto.kw = kw_, proto.sh = sh_, proto.sw = sw_, proto.dh = dh_, proto.dw = dw_;
+  proto.oh = g.oh, proto.ow = g.ow;
+  proto.table256 = L.x_table256.data();
+  proto.table = L.thresholds[0].get();
+  const size_t scratch = depthwise_lanes_layout(proto).bytes;
+  parallel_for(ctx, static_cast<size_t>(g.n * blocks), [&](size_t t) {
+    const int64_t n = static_cast<int64_t>(t) / blocks, c0 = 16 * (static_cast<int64_t>(t) % blocks);
+    DepthwiseLanes p = proto;
+    p.nc = std::min<int64_t>(16, g.c - c0);
+    p.x = x.as<uint8_t>() + (n * g.c + c0) * plane_in;
+    p.filter = cw.filters.data() + c0 * kh_ * kw_;
+    p.bias = L.bias.data() + c0;
+    p.row_scale = L.row_scaled() ? L.row_scale.data() + c0 : nullptr;
+    p.y = y + (n * m_ + c0) * plane_out;
+    p.scratch = thread_scratch<char>(2, scratch);
+    check_levels(where_, L, isa_->depthwise_lanes(p));
+  });
 }
 
 void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,

@@ -84,6 +84,7 @@ class CompileContext:
     activations: dict[str, ActQuantizer] = field(default_factory=dict)
     bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
     refined_layers: set[str] = field(default_factory=set)     # codebooks already refined (RefineCodebooksPass)
+    narrow_operands: dict[str, bool] = field(default_factory=dict)   # per weight layer, decided once (operand_width)
     skipped: dict[str, str] = field(default_factory=dict)
     layer_report: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)

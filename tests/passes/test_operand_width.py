@@ -12,32 +12,52 @@ from tests.passes.test_refine_codebooks import _fp32_target_layers
 from wqcompile.context import FittedWeights
 from wqcompile.errors import QuantizationError
 from wqcompile.lowering import NARROW_BITS, LevelInput, lower_layer, snap_codebooks
-from wqcompile.operand_width import levels_stay_apart, runs_narrow
+from wqcompile.operand_width import narrow_level_values, runs_narrow, snap_error
 from wqcompile.passes.refine_codebooks import refit_layer, target_error
 from wqcompile.quant import fit_weighted_entropy
+from wqcompile.quant.act_quantizer import ActQuantizer
+from wqcompile.quant.log_histogram import LogHistogram
 
 LLOYD_LIKE = np.concatenate([[0.0], np.linspace(0.05, 6.0, 15)])      # 4-bit, near-uniform
-LOG_15_OCTAVES = np.concatenate([[0.0], 2.0 ** np.arange(-14, 1)])     # 4-bit LogQuant, step of an octave
+RNG = np.random.default_rng(7)
 
 
-def test_levels_stay_apart_on_the_uint8_grid():
-    assert levels_stay_apart(LLOYD_LIKE)
-    assert not levels_stay_apart(LOG_15_OCTAVES)          # 2^-14 · 2^x_shift rounds to 0
-    assert not levels_stay_apart(np.array([0.0, 1.0, 1.001, 2.0]))   # two levels on one mantissa
+def _quantizer(values: np.ndarray) -> ActQuantizer:
+    return ActQuantizer(values, 0.5 * (values[1:] + values[:-1]), "lloyd")
 
 
-@pytest.mark.parametrize("width,gemm_conv,bits,levels,expected", [
-    ("16", True, 4, LLOYD_LIKE, False),          # never
-    ("auto", True, 4, LLOYD_LIKE, True),
-    ("auto", True, 5, LLOYD_LIKE, True),         # mw ≥ w_bits + 2 = 7 still fits int8
-    ("auto", True, 6, LLOYD_LIKE, False),        # needs ≥ 8-bit codebook mantissas
-    ("auto", False, 4, LLOYD_LIKE, False),       # depthwise or Gemm: the runtime has no u8 path there
-    ("auto", True, 4, None, False),              # float input
-    ("auto", True, 4, LOG_15_OCTAVES, False),    # levels would merge
-    ("8", True, 4, LOG_15_OCTAVES, True),        # asked for: merged levels accepted
+def _hist(x: np.ndarray) -> LogHistogram:
+    h = LogHistogram()
+    h.update(x)
+    return h
+
+
+RELU6_LIKE = _hist(np.minimum(RNG.exponential(1.0, 100_000), 6.0))
+# most of the mass far below the top level: on the uint8 grid of the top level those levels merge into 0
+SMALL_MASS = _hist(np.concatenate([RNG.uniform(1e-3, 4e-3, 100_000), [1.0]]))
+SMALL_LEVELS = np.concatenate([[0.0], np.linspace(1e-3, 4e-3, 14), [1.0]])
+
+
+def test_snap_error_is_tiny_for_4_bit_levels_and_large_when_levels_merge():
+    assert snap_error(_quantizer(LLOYD_LIKE), RELU6_LIKE) < 1e-4           # vs ~3e-2 for 4-bit weights
+    assert snap_error(_quantizer(SMALL_LEVELS), SMALL_MASS) > 0.1
+    assert np.unique(narrow_level_values(SMALL_LEVELS)[:15]).size <= 2   # 15 levels on at most 2 mantissas
+
+
+@pytest.mark.parametrize("width,gemm_conv,bits,levels,hist,expected", [
+    ("16", True, 4, LLOYD_LIKE, RELU6_LIKE, False),          # never
+    ("auto", True, 4, LLOYD_LIKE, RELU6_LIKE, True),
+    ("auto", True, 5, LLOYD_LIKE, RELU6_LIKE, True),         # mw ≥ w_bits + 2 = 7 still fits int8
+    ("auto", True, 6, LLOYD_LIKE, RELU6_LIKE, False),        # needs ≥ 8-bit codebook mantissas
+    ("auto", False, 4, LLOYD_LIKE, RELU6_LIKE, False),       # depthwise or Gemm: the runtime has no u8 path there
+    ("auto", True, 4, None, None, False),                    # float input
+    ("auto", True, 4, SMALL_LEVELS, SMALL_MASS, False),      # the snapped levels would cost too much
+    ("auto", True, 4, LLOYD_LIKE, None, False),              # no histogram to judge by
+    ("8", True, 4, SMALL_LEVELS, SMALL_MASS, True),          # asked for: accepted anyway
 ])
-def test_policy(width, gemm_conv, bits, levels, expected):
-    assert runs_narrow(width, gemm_conv, bits, levels) is expected
+def test_policy(width, gemm_conv, bits, levels, hist, expected):
+    quantizer = None if levels is None else _quantizer(levels)
+    assert runs_narrow(width, gemm_conv, _layer("tensor", bits=bits), quantizer, hist) is expected
 
 
 def _layer(granularity: str, bits: int = 4, seed: int = 0) -> FittedWeights:

@@ -211,6 +211,9 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
         if (row[j] < row[j - 1]) fail(where, "thresholds must be non-decreasing");
       auto table = std::make_unique<ThresholdTable>();
       build_threshold_table(row, n, table.get());
+      const std::string refusal =
+          threshold_index_refusal(table->count, table->packed_ok, table->packed_bits, table->octave_ok);
+      if (!refusal.empty()) fail(where, refusal);
       L->thresholds.push_back(std::move(table));
     }
   }

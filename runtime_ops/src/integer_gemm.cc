@@ -320,6 +320,18 @@ bool cpu_supports_avx512_vbmi() {
   return cpu_supports_avx512() && __builtin_cpu_supports("avx512vbmi");
 }
 
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok) {
+  const char* want = std::getenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX");
+  if (want == nullptr || want[0] == '\0' || want[0] == '0' || count <= 15) return "";
+  const bool octave = std::string(want) == "octave";
+  if (octave ? octave_ok : (packed_ok || octave_ok)) return "";
+  const std::string got = octave_ok ? "the octave index"
+                          : packed_ok ? "the packed index at P = " + std::to_string(packed_bits)
+                                      : "no O(1) index (bucket / binary search)";
+  return "WQCOMPILE_REQUIRE_THRESHOLD_INDEX=" + std::string(want) + ": " + std::to_string(count) +
+         " thresholds got " + got;
+}
+
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   out->count = count;
   out->blocks = (count + 16) / 16;
@@ -393,33 +405,43 @@ void build_float_thresholds(const float* t, int count, FloatThresholds* out) {
   for (int j = 0; j < 256; ++j) out->padded[j] = j < count ? t[j] : std::numeric_limits<float>::quiet_NaN();
   for (int j = 0; j < 16; ++j)
     for (int b = 0; b < 16; ++b) out->transposed[j][b] = out->padded[16 * b + j];
-  // the 32-bit index on the float bits (see FloatThresholds::packed)
+  // the 32-bit index on the float bits (see FloatThresholds::packed): the coarsest resolution P in 5..9 for which
+  // every key holds at most one threshold and all of them lie below the last key
   out->octave_ok = false;
-  out->packed_ok = count >= 1 && t[0] > 0.0f;
-  if (!out->packed_ok) return;
+  out->packed_ok = false;
+  out->packed.clear();
+  if (count < 1 || !(t[0] > 0.0f)) return;
   int32_t bits[256];
   for (int j = 0; j < count; ++j) std::memcpy(&bits[j], &t[j], sizeof(int32_t));
   out->octave_ok = cpu_supports_avx512_vbmi() && build_float_octave_index(bits, count, out);
-  out->base = bits[0] >> 18;
-  int in_key[1024] = {0};
-  for (int j = 0; j < count; ++j) {
-    const int32_t k = (bits[j] >> 18) - out->base;   // t non-decreasing and > 0: 0 ≤ k, non-decreasing
-    if (k >= 1023 || ++in_key[k] > 1) {
-      out->packed_ok = false;
-      return;
+  for (int p = 5; p <= 9 && !out->packed_ok; ++p) {
+    const int shift = 23 - p;
+    const int32_t keys = 32 << p, base = bits[0] >> shift;
+    bool ok = true;
+    for (int j = 0; j < count && ok; ++j) {
+      const int32_t k = (bits[j] >> shift) - base;   // t non-decreasing and > 0: 0 ≤ k, non-decreasing
+      ok = k < keys - 1 && (j == 0 || k != (bits[j - 1] >> shift) - base);
     }
-  }
-  int lo = 0;
-  for (int k = 0; k < 1024; ++k) {
-    uint32_t L = 0, R = 0;
-    if (in_key[k] == 1) {
-      L = static_cast<uint32_t>(lo);
-      R = static_cast<uint32_t>(bits[lo] & 0x3FFFF);
-    } else {
-      L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;   // lo = 0 only below t[0]'s key 0: never looked up
+    if (!ok) continue;
+    std::vector<uint32_t> packed(static_cast<size_t>(keys), 0u);
+    int lo = 0;   // #{j : key(t[j]) < k}
+    for (int32_t k = 0; k < keys; ++k) {
+      uint32_t L = 0, R = 0;
+      if (lo < count && (bits[lo] >> shift) - base == k) {
+        L = static_cast<uint32_t>(lo);
+        R = static_cast<uint32_t>(bits[lo] & ((1 << shift) - 1));
+        ++lo;
+      } else {
+        L = lo > 0 ? static_cast<uint32_t>(lo - 1) : 0u;   // lo = 0 only below t[0]'s key 0: never looked up
+      }
+      packed[static_cast<size_t>(k)] = L | R << 8;
     }
-    out->packed[k] = L | R << 8;
-    lo += in_key[k];
+    out->packed_ok = true;
+    out->packed_bits = p;
+    out->packed_shift = shift;
+    out->packed_keys = keys;
+    out->base = base;
+    out->packed = std::move(packed);
   }
 }
 

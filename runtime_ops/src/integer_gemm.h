@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace wq {
@@ -99,13 +100,21 @@ struct FloatThresholds {
   alignas(64) float padded[256];
   alignas(64) float transposed[16][16];
   // The 32-bit bucket index of ThresholdTable::packed on the float bits (positive floats order as their bits):
-  // for x ≥ t[0] > 0, key = min(bits(x) >> 18 - base, 1023) with base = bits(t[0]) >> 18 (the exponent and 5
-  // mantissa bits, 1/32 octave at worst), level = L + [bits(x) & 0x3FFFF ≥ R] with packed[key] = L | R << 8.
-  // Used only when t[0] > 0, every threshold's key is < 1023 (within 32 octaves of t[0]) and each key holds at
-  // most one threshold (packed_ok: WQ log-spaced sets); NaN and x < t[0] are level 0 without a lookup.
+  // for x ≥ t[0] > 0, key = min(bits(x) >> packed_shift - base, packed_keys - 1) with packed_shift = 23 - P,
+  // base = bits(t[0]) >> packed_shift (the exponent and P mantissa bits: 1/2^P octave at worst), level =
+  // L + [bits(x) & (2^packed_shift - 1) ≥ R] with packed[key] = L | R << 8. Exact: a key's floats are the bit
+  // patterns from key << packed_shift on, so the low bits order them within the key, and a key holding at most one
+  // threshold t counts t exactly when those bits of x reach t's (R); keys past the last threshold's say `count`.
+  // The resolution is chosen per table (packed_bits = P, 5..9, packed_keys = 32·2^P ≤ 64 KiB), the coarsest for
+  // which every threshold's key is < packed_keys - 1 (within 32 octaves of t[0]) and each key holds at most one
+  // threshold (packed_ok): WQ log-spaced sets at P = 5, near-uniform 8-bit sets (Lloyd, linear; denser than 1/32
+  // octave at their top) at P = 7..8. NaN and x < t[0] are level 0 without a lookup.
   bool packed_ok = false;
+  int packed_bits = 5;
+  int packed_shift = 18;
+  int32_t packed_keys = 1024;
   int32_t base = 0;
-  alignas(64) uint32_t packed[1024];
+  std::vector<uint32_t> packed;    // packed_keys entries when packed_ok
   // Gather-free octave-class index (octave_ok; AVX-512, built with the VBMI paths: cpu_supports_avx512_vbmi), as
   // ThresholdTable::octave on the float bits: for x ≥ t[0] with biased exponent E = bits >> 23 < octave_top >> 23,
   // m = bits 18..22 and frac = bits & 0x3FFFF (exact: the float's own mantissa bits),
@@ -127,6 +136,12 @@ struct FloatThresholds {
 
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
 void build_float_thresholds(const float* t, int count, FloatThresholds* out);
+
+// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave makes a table of more than 15
+// thresholds without the octave-class index an error, any other value not starting with '0' one without the
+// packed or the octave index (i.e. left to the bucket / binary search). Returns the complaint (naming the index the
+// table got) or "" (the callers fail() with it, so tests prove which index a set gets).
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok);
 
 // One output plane of a depthwise convolution (one input channel, one filter), accumulators only.
 // The caller passes the input already zero-padded (pad_top = pad_left = 0) with at least 256 readable int16 past the

@@ -897,13 +897,15 @@ inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
   if (t->blocks == 1 || !t->packed_ok) return _mm512_maskz_mov_epi32(m, count_levels_f32(v, t));
   const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
   if (live == 0) return _mm512_setzero_si512();
+  // a live lane is a positive float ≥ t[0] (+Inf included): key ≥ 0, clamped to the last key (level count)
   const __m512i bits = _mm512_castps_si512(v);
-  const __m512i key = _mm512_min_epi32(_mm512_sub_epi32(_mm512_srai_epi32(bits, 18), _mm512_set1_epi32(t->base)),
-                                       _mm512_set1_epi32(1023));
-  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed, 4);
+  const __m128i sh = _mm_cvtsi32_si128(t->packed_shift);
+  const __m512i key = _mm512_min_epi32(_mm512_sub_epi32(_mm512_srl_epi32(bits, sh), _mm512_set1_epi32(t->base)),
+                                       _mm512_set1_epi32(t->packed_keys - 1));
+  const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, key, t->packed.data(), 4);
   const __m512i L = _mm512_and_si512(g, _mm512_set1_epi32(0xFF));
-  const __mmask16 up = _mm512_mask_cmpge_epu32_mask(live, _mm512_and_si512(bits, _mm512_set1_epi32(0x3FFFF)),
-                                                    _mm512_srli_epi32(g, 8));
+  const __m512i low = _mm512_set1_epi32((1 << t->packed_shift) - 1);
+  const __mmask16 up = _mm512_mask_cmpge_epu32_mask(live, _mm512_and_si512(bits, low), _mm512_srli_epi32(g, 8));
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
 }
 

@@ -110,7 +110,25 @@ inline void scale_rows_generic(const int32_t* acc, int32_t* y, size_t n, int32_t
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>((int64_t(acc[i]) * r) >> 22);
 }
 
+// #{j : t[j] ≤ v} through the packed index (ThresholdTable::packed, packed_ok), the scalar form of the AVX-512
+// lookup: the bucket of v at resolution P = packed_bits (threshold_bucket_p) and start(b) = v with the bits more
+// than P below its leading one cleared (= the vector path's truncated float conversion with its low 23 - P
+// mantissa bits cleared, converted back). v < t[0] (≥ 1) is level 0 without a lookup.
+inline int count_le_packed(const wq::ThresholdTable* t, int32_t v) {
+  if (v < t->padded[0]) return 0;
+  const int p = t->packed_bits;
+  const int e = 31 - __builtin_clz(static_cast<uint32_t>(v));   // v ≥ t[0] ≥ 1
+  const int low = e > p ? e - p : 0;
+  const uint32_t start = static_cast<uint32_t>(v) >> low << low;
+  const uint32_t g = t->packed[static_cast<size_t>(wq::threshold_bucket_p(v, p))];
+  return static_cast<int>(g & 0xFFu) + (static_cast<uint32_t>(v) - start >= g >> 8);
+}
+
 inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const wq::ThresholdTable* t) {
+  if (t->count > 15 && t->packed_ok) {   // one load per output (dense 8-bit sets leave the bucket index to search)
+    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_packed(t, acc[i] + bias));
+    return;
+  }
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_bucketed(t, acc[i] + bias));
 }
 
@@ -119,16 +137,35 @@ inline int count_le_f32(const float* t, int count, float v) {
   return count_le(t, count, v);
 }
 
+// #{j : t[j] ≤ v} through FloatThresholds::packed (packed_ok), as the AVX-512 lookup: NaN and v < t[0] (ordered
+// compare) are 0; otherwise v is a positive float or +Inf and its bits order it within its key
+inline int count_le_f32_packed(const wq::FloatThresholds* t, float v) {
+  if (!(v >= t->padded[0])) return 0;
+  int32_t bits;
+  __builtin_memcpy(&bits, &v, sizeof(bits));
+  const int32_t k = (bits >> t->packed_shift) - t->base;
+  const int32_t key = k < t->packed_keys - 1 ? k : t->packed_keys - 1;
+  const uint32_t g = t->packed[static_cast<size_t>(key)];
+  return static_cast<int>(g & 0xFFu) + ((static_cast<uint32_t>(bits) & ((1u << t->packed_shift) - 1u)) >= g >> 8);
+}
+
+template <class Value>
+inline void qrelu_each(uint8_t* y, size_t n, const wq::FloatThresholds* t, Value value) {
+  if (t->count > 15 && t->packed_ok) {
+    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32_packed(t, value(i)));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, value(i)));
+}
+
 inline void qrelu_generic(const float* x, uint8_t* y, size_t n, const wq::FloatThresholds* t) {
-  for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, x[i]));
+  qrelu_each(y, n, t, [x](size_t i) { return x[i]; });
 }
 
 inline void add_qrelu_generic(const float* a, const float* b, const uint8_t* lv, const float* table256, uint8_t* y,
                               size_t n, const wq::FloatThresholds* t) {
-  for (size_t i = 0; i < n; ++i) {
-    const float v = a[i] + (lv != nullptr ? table256[lv[i]] : b[i]);
-    y[i] = static_cast<uint8_t>(count_le_f32(t->padded, t->count, v));
-  }
+  if (lv != nullptr) qrelu_each(y, n, t, [=](size_t i) { return a[i] + table256[lv[i]]; });
+  else qrelu_each(y, n, t, [=](size_t i) { return a[i] + b[i]; });
 }
 
 inline void qdecode_generic(const uint8_t* x, float* y, size_t n, const float* table256) {

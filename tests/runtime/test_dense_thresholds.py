@@ -2,7 +2,8 @@
 table) against #{j : T_j <= acc}: near-uniform 255-threshold sets like the Lloyd and linear activation quantizers
 produce (denser than 1/32 octave at their top end), with jitter, duplicates at the bottom and the 2^30 clamp, and
 accumulators at, around and between them and at bucket starts of every resolution, through the same K = 1 layers
-as test_packed_thresholds.py (QGemm, the register-tiled QConv edge, depthwise)."""
+as test_packed_thresholds.py (QGemm, the register-tiled QConv edge, depthwise), with
+WQCOMPILE_REQUIRE_THRESHOLD_INDEX=1 (a table without the packed or octave index is an error)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,12 @@ def _probes(rng, t):
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("seed", range(9))
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
-def test_dense_thresholds(isa, seed, op):
+def test_dense_thresholds(isa, seed, op, monkeypatch):
+    # every row must get the packed (or octave) index: the kernel refuses a table left to the bucket search
+    # (ThresholdTable::packed_bits chosen per table; the generic edge of baseline / AVX2 uses it too)
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "1")
+    if seed % 4 == 3:
+        monkeypatch.setenv("WQCOMPILE_NO_VBMI", "1")
     rng, rows = _rows(seed)
     bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of], bias, op, isa, threads=1 + seed % 2)

@@ -457,7 +457,7 @@ class RefineCodebooksPass(Pass):
         if ctx.config.refinement_target == "fp32":
             self._refine_to_fp32(graph, ctx, todo)
             return PassResult(graph, False)
-        narrow = narrow_layers(graph, ctx)
+        narrow = narrow_layers(graph, ctx, reassigned=set(todo) if ctx.config.gptq else set())
         moments = collect_moments(export_model(graph, ctx), graph, ctx, todo, ctx.calibration)
         for name in tqdm(todo, desc="refine codebooks", unit="layer", disable=not ctx.config.progress,
                          file=sys.stderr, leave=False):
@@ -472,7 +472,7 @@ class RefineCodebooksPass(Pass):
         (already refined) and every activation quantizer fake-quantized (later ones cannot reach this input); one
         incremental forward pass of the simulation and of the FP32 model in all (:func:`fp32_target_moments`)."""
         todo_set = set(todo)
-        narrow = narrow_layers(graph, ctx)
+        narrow = narrow_layers(graph, ctx, reassigned=set(todo) if ctx.config.gptq else set())
         ordered = [n.name for n in graph.nodes if n.name in todo_set]
         for name, jm in tqdm(fp32_target_moments(graph, ctx, ordered), total=len(ordered),
                              desc="refine codebooks (fp32 target)", unit="layer", disable=not ctx.config.progress,

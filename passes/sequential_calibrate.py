@@ -153,7 +153,8 @@ class SequentialCalibratePass(Pass):
                     else:
                         moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
                     # the input's quantizer is final by now, so the narrow-operand policy can be asked
-                    narrow = node.name in narrow_layers(graph, ctx, only={node.name})
+                    narrow = node.name in narrow_layers(graph, ctx, only={node.name},
+                                                         reassigned={node.name} if cfg.gptq else set())
                     ctx.weights[node.name] = refit_layer(ctx.weights[node.name], moments, gptq=cfg.gptq,
                                                          snap_bits=NARROW_BITS[0] if narrow else None)
                     ctx.refined_layers.add(node.name)

@@ -266,6 +266,75 @@ def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, len(plans)
 
 
+def _static_shape(graph: onnx.GraphProto, name: str) -> list[int] | None:
+    """The shape of tensor `name` when the graph states every dimension as a number, else None."""
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            dims = vi.type.tensor_type.shape.dim
+            return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+    return None
+
+
+def with_qconv_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy where each float-output QConv (no thresholds, not depthwise) whose only reader is an ``AddQRelu`` or
+    the A addend of an ``AddDecodeQRelu`` (run :func:`with_add_qrelu` first) runs with it as the library's
+    ``QConvAddQRelu`` / ``QConvAddDecodeQRelu``: the QConv's inputs (padded to 7), then B, the thresholds and (decode)
+    the table. The tile's float edge is added to B and quantized while in cache; only the levels are written.
+    Exact: the same float32 edge values, the same float32 additions and quantizer. Shapes the graph states to differ
+    are left alone (the kernel also takes a broadcasting B, through the AddQRelu pass). Returns (model, fused)."""
+    graph = model.graph
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    consumers = _consumer_indices(graph)
+    outputs = {o.name for o in graph.output}
+
+    def float_gemm_conv(name: str, user: int) -> int | None:
+        i = producer.get(name)
+        if i is None or name in outputs or consumers.get(name, []) != [user]:
+            return None
+        c = graph.node[i]
+        if c.domain != DOMAIN or c.op_type != "QConv" or len(c.input) > 7 or (len(c.input) >= 6 and c.input[5]):
+            return None
+        w_shape = list(_attr(c, "w_shape", []) or [])
+        if len(w_shape) != 4 or (w_shape[1] == 1 and w_shape[0] == _attr(c, "group", 1)):
+            return None      # depthwise: not on the GEMM path
+        return i
+
+    plans = []   # (join index, conv index, input index of B in the join)
+    for i, n in enumerate(graph.node):
+        if n.domain != DOMAIN or n.op_type not in ("AddQRelu", "AddDecodeQRelu"):
+            continue
+        for side in ((0, 1) if n.op_type == "AddQRelu" else (0,)):
+            c = float_gemm_conv(n.input[side], i)
+            if c is None:
+                continue
+            sa, sb = _static_shape(graph, n.input[side]), _static_shape(graph, n.input[1 - side])
+            if sa is not None and sb is not None and sa != sb:
+                continue     # broadcasting: nothing gained
+            plans.append((i, c, 1 - side))
+            break
+    if not plans:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    drop = set()
+    for i, c, b_side in plans:
+        join, conv = out.graph.node[i], out.graph.node[c]
+        op = "QConvAddDecodeQRelu" if join.op_type == "AddDecodeQRelu" else "QConvAddQRelu"
+        inputs = list(conv.input) + [""] * (7 - len(conv.input)) + [join.input[b_side]] + list(join.input[2:])
+        fused = onnx.helper.make_node(op, inputs, [join.output[0]], name=(conv.name or join.name) + ".join",
+                                      domain=DOMAIN)
+        fused.attribute.extend(conv.attribute)
+        inner = conv.output[0]
+        join.CopyFrom(fused)     # in the join's place: every input is ready there
+        drop.add(c)
+        for vi in [vi for vi in out.graph.value_info if vi.name == inner]:
+            out.graph.value_info.remove(vi)
+    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out, len(plans)
+
+
 def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -289,6 +358,8 @@ def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
             model, fused = with_qconv_maxpool(model)
             model, added = with_add_qrelu(model)
             fused += added
+            model, added = with_qconv_add_qrelu(model)
+            fused += added
         model, changed = with_level_maxpool(model)
         changed += fused
         if not changed and not isinstance(path_or_model, onnx.ModelProto):
@@ -303,7 +374,8 @@ class InferenceSession(ort.InferenceSession):
     place) and ``providers`` (default ``["CPUExecutionProvider"]``) behave as in onnxruntime. With ``rewrite``
     (default) a QConv with level output feeding only a MaxPool runs as the library's exact ``QConvMaxPool`` (see
     :func:`with_qconv_maxpool`), an Add feeding only a QRelu as ``AddQRelu``/``AddDecodeQRelu`` (see
-    :func:`with_add_qrelu`; ``WQCOMPILE_NO_FUSION=1`` turns these fusions off) and the other MaxPool nodes over
+    :func:`with_add_qrelu`), a float-output QConv feeding only such a join as ``QConvAddQRelu`` /
+    ``QConvAddDecodeQRelu`` (see :func:`with_qconv_add_qrelu`; ``WQCOMPILE_NO_FUSION=1`` turns these fusions off) and the other MaxPool nodes over
     level tensors as its exact ``LevelMaxPool`` (see :func:`with_level_maxpool`); the model passed in is not
     modified.
     """

@@ -17,5 +17,8 @@ Kernel* create_qconv_maxpool(const OrtKernelInfo* info, const Signature& sig);
 // runtime-internal: QRelu(Add(A, B)) and QRelu(Add(A, QDecode(B, table))) in one pass (add_qrelu.cc)
 Kernel* create_add_qrelu(const OrtKernelInfo* info, const Signature& sig);
 Kernel* create_add_decode_qrelu(const OrtKernelInfo* info, const Signature& sig);
+// runtime-internal: a float-output QConv whose only reader is such a join, the join done on the tile edge (qconv.cc)
+Kernel* create_qconv_add_qrelu(const OrtKernelInfo* info, const Signature& sig);
+Kernel* create_qconv_add_decode_qrelu(const OrtKernelInfo* info, const Signature& sig);
 
 }  // namespace wq

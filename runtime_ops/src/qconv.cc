@@ -23,12 +23,24 @@
 // of those accumulators (isa.max_pool_i32), then the quantizer on the pooled values only. The quantizer
 // level = #{j : T_j ≤ acc} is non-decreasing in acc, so max-then-quantize equals quantize-then-max bit for bit,
 // with a quarter (2x2 pools) of the threshold searches. Images run in chunks whose accumulators stay cache-sized.
+//
+// QConvAddQRelu / QConvAddDecodeQRelu (runtime-internal, never stored: wqcompile.runtime fuses a float-output QConv
+// whose only reader is an AddQRelu / AddDecodeQRelu, the residual joins): inputs 0..6 are the QConv's, then B
+// (float32, or uint8 levels decoded through `table`), the QRelu thresholds and the table. Each GEMM tile's float
+// edge (A = float32(acc + bias) · 2^-s, the very values the QConv would write: the same tile edge or edge_segment,
+// row scales included) lands in a tile-sized buffer and is finished from L1 by the instruction set's add_qrelu, per
+// image run of the tile's columns: the same float32 additions as ONNX Add (same shapes: element i of A meets element
+// i of B) and QRelu's quantizer (NaN → 0), so only the levels are written. A B that would broadcast, or a depthwise
+// layer, runs the convolution into a float buffer and then add_qrelu_tensor (the AddQRelu kernel's pass); so does
+// a B of at most 2 MiB (batch 1: the separate passes stay in cache and were measured 3-7% faster on ResNet-50;
+// WQCOMPILE_JOIN_MIN_BYTES=n moves that bound, read when the kernel is created: the tests use 0).
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "custom_op.h"
+#include "fused.h"
 #include "integer_core.h"
 #include "kernels.h"
 
@@ -64,24 +76,37 @@ struct PoolAttrs {
   int64_t pads[4] = {0, 0, 0, 0};
 };
 
+// The fused residual join of QConvAddQRelu / QConvAddDecodeQRelu: its inputs after the QConv's.
+enum ResidualInput : size_t { kResidualB = 7, kResidualThresholds = 8, kResidualTable = 9 };
+enum class Residual { kNone, kFloat, kLevels };
+
+// One run's residual operands (B has the output's shape, levels already checked against the table)
+struct ResidualJoin {
+  const float* b = nullptr;         // float B, or
+  const uint8_t* lv = nullptr;      // levels decoded through table
+  const DecodeTable* table = nullptr;
+  const FloatThresholds* t = nullptr;
+};
+
 class QConvKernel : public Kernel {
  public:
-  QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool);
+  QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool, Residual residual = Residual::kNone);
   void Compute(OrtKernelContext* ctx) override;
 
  private:
   std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
   std::string u8_refusal(const PreparedLayer& L) const;
   Geometry geometry(const InputView& x) const;
-  // raw: y is int32 acc + bias (QConvMaxPool), not the output edge
+  // raw: y is int32 acc + bias (QConvMaxPool), not the output edge; res: y is the levels of QRelu(edge + B)
   void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
-                bool raw = false) const;
+                bool raw = false, const ResidualJoin* res = nullptr) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                      void* y, bool raw = false) const;
   bool lanes_fit(const PreparedLayer& L) const;
   void run_depthwise_lanes(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            uint8_t* y) const;
   void compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
+  void compute_residual(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
 
   std::string where_;
   LayerAttrs attrs_;
@@ -91,19 +116,40 @@ class QConvKernel : public Kernel {
   std::string auto_pad_ = "NOTSET";
   bool x_levels_ = false, levels_out_ = false;
   PoolAttrs pool_;   // QConvMaxPool
+  Residual residual_ = Residual::kNone;   // QConvAddQRelu / QConvAddDecodeQRelu
+  std::shared_ptr<const FloatThresholds> residual_thresholds_;   // when constant
+  std::shared_ptr<const DecodeTable> residual_table_;            // when constant
+  int64_t join_min_bytes_ = int64_t(1) << 21;   // a smaller B: convolution, then the AddQRelu pass
   bool u8_allowed_ = true;    // WQCOMPILE_NO_U8 unset
   bool u8_required_ = false;  // WQCOMPILE_REQUIRE_U8 set
   const IsaKernels* isa_ = nullptr;
   std::shared_ptr<const ConvWeights> constant_;   // set at creation when every operand is an initializer
 };
 
-QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool) {
-  where_ = where_of(pool ? "QConvMaxPool" : "QConv", info);
+QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool, Residual residual)
+    : residual_(residual) {
+  where_ = where_of(pool ? "QConvMaxPool"
+                         : residual == Residual::kFloat  ? "QConvAddQRelu"
+                         : residual == Residual::kLevels ? "QConvAddDecodeQRelu"
+                                                         : "QConv",
+                    info);
   isa_ = &select_isa();
   u8_allowed_ = !env_flag("WQCOMPILE_NO_U8");
   u8_required_ = env_flag("WQCOMPILE_REQUIRE_U8");
   x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-  levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  // the fused residual join's convolution has the float edge (its uint8 output is QRelu's)
+  levels_out_ = sig.outputs[0] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && residual_ == Residual::kNone;
+  if (residual_ != Residual::kNone) {
+    if (const char* v = std::getenv("WQCOMPILE_JOIN_MIN_BYTES"); v != nullptr && v[0] != '\0')
+      join_min_bytes_ = std::strtoll(v, nullptr, 10);
+    bool constant = false;
+    InputView t = get_constant_input(info, kResidualThresholds, &constant, where_, "thresholds");
+    if (constant) residual_thresholds_ = prepare_qrelu_thresholds(t, where_);
+    if (residual_ == Residual::kLevels) {
+      InputView d = get_constant_input(info, kResidualTable, &constant, where_, "table");
+      if (constant) residual_table_ = prepare_decode_table(d, where_);
+    }
+  }
   attrs_ = read_layer_attrs(info, where_);
   if (attrs_.w_shape.size() != 4)
     fail(where_, "w_shape must have 4 entries [M, C/group, kH, kW], got " + shape_str(attrs_.w_shape));
@@ -242,6 +288,10 @@ void QConvKernel::Compute(OrtKernelContext* ctx) {
     compute_pooled(ctx, *cw, g, x);
     return;
   }
+  if (residual_ != Residual::kNone) {
+    compute_residual(ctx, *cw, g, x);
+    return;
+  }
   void* y = allocate_output(ctx, 0, {g.n, m_, g.oh, g.ow});
   if (g.n == 0) return;
   // the input's mantissas are made plane by plane inside each path, straight into the layout it reads
@@ -334,7 +384,7 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
 // (u8 quads), with a zero border of the convolution's pads (a zero int32 is zero in every lane). Its rows are what
 // the im2col panels copy, so packing is plain copies of int32 runs, the same for both.
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                           void* y, bool raw) const {
+                           void* y, bool raw, const ResidualJoin* res) const {
   const PreparedLayer& L = *cw.layer;
   const IsaKernels& isa = *isa_;
   const int64_t lanes = cw.lanes, mg = m_ / group_, nq = (cg_ + lanes - 1) / lanes, kg = cw.kg;
@@ -395,9 +445,15 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
   const int64_t nr = isa.nr, mr = isa.mr;
   const int64_t panels = (J + nr - 1) / nr;
   const int64_t panel_elems = kg * nr;   // int32
-  // panels per block: about 1 MiB of packed columns, shared by every row tile of the block
-  const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << 20) / (panel_elems * 4));
-  const int64_t row_chunk = 4 * mr;
+  // the residual join (res) reads B and writes the levels as a short run per channel and panel: when B is larger
+  // than the caches (batch 32), each row tile runs over a block's panels in turn (below), so its 8 channels' B and
+  // levels are read / written sequentially (streams the hardware prefetchers follow; the panel-major order touches
+  // every channel plane per panel, ~2x slower there); a B that stays in cache keeps the panel-major order
+  const bool streamed = res != nullptr && J * m_ * (res->b != nullptr ? 4 : 1) > (int64_t(1) << 21);
+  // panels per block: about 1 MiB of packed columns, shared by every row tile of the block (streamed: 128 KiB,
+  // which stays in L2 while every row tile runs over it in turn; measured best on ResNet-50's joins)
+  const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << (streamed ? 17 : 20)) / (panel_elems * 4));
+  const int64_t row_chunk = streamed ? mr : 4 * mr;
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
   const size_t out_bytes = L.fused() && !raw ? 1 : 4;
   // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
@@ -433,17 +489,35 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       *bp = dst;
       return static_cast<size_t>(nr);
     };
+    // The residual join (res): rows o0.. of the tile's A (row r at a_tile + r·nr, columns j0..) plus B, quantized
+    // into the levels, one run per image (element (n, o, p) of A and B: the same flat index, same shapes)
+    auto finish_residual = [&](int64_t o0, int rows, int64_t j0, int64_t ncols, const float* a_tile) {
+      const float* table = res->table != nullptr ? res->table->values : nullptr;
+      const int table_size = res->table != nullptr ? static_cast<int>(res->table->size) : 0;
+      for (int r = 0; r < rows; ++r) {
+        const int64_t o = o0 + r;
+        for (int64_t j = j0; j < j0 + ncols;) {
+          const int64_t n = j / P, p = j % P, len = std::min(j0 + ncols - j, P - p);
+          const int64_t at = (n * m_ + o) * P + p;
+          isa.add_qrelu(a_tile + r * nr + (j - j0), res->b != nullptr ? res->b + at : nullptr,
+                        res->lv != nullptr ? res->lv + at : nullptr, table, table_size, static_cast<uint8_t*>(y) + at,
+                        static_cast<size_t>(len), res->t);
+          j += len;
+        }
+      }
+    };
     // rows [r_begin, r_end) of the group against one panel, edge included
     auto rows_x_panel = [&](int64_t panel, const int32_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
       const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0);
       const int64_t n0 = j0 / P, n1 = (j0 + ncols - 1) / P;
       alignas(64) int32_t c[8 * 64];
+      alignas(64) float a_tile[8 * 64];   // res: the tile's float edge, rows nr apart (any images: split when finished)
       const bool has_edge = cw.u8 ? isa.gemm_tile_u8_edge != nullptr : isa.gemm_tile_edge != nullptr;
-      const bool fuse = has_edge && n0 == n1 && (fast_edge || raw);
+      const bool fuse = has_edge && (n0 == n1 || res != nullptr) && (fast_edge || raw);
       for (int64_t r0 = r_begin; r0 < r_end; r0 += mr) {
         const int rows = static_cast<int>(std::min(mr, r_end - r0));
         const int64_t o0 = grp * mg + r0;
-        if (fuse) {   // the whole tile lands in one image: edge in registers, straight into the output rows
+        if (fuse) {   // the whole tile lands in one image (or a_tile): edge in registers, straight into the rows
           int32_t bias[8];
           const ThresholdTable* tables[8];
           float scale[8];
@@ -453,16 +527,22 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
             bias[r] = L.bias[static_cast<size_t>(o)];
             tables[r] = L.fused() ? L.thresholds[static_cast<size_t>(gr)].get() : nullptr;
             scale[r] = L.scale[static_cast<size_t>(gr)];
-            out[r] = static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
+            out[r] = res != nullptr ? static_cast<void*>(a_tile + r * nr)
+                                    : static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
           }
           const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw};
           run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), nullptr, &edge);
+          if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
           continue;
         }
         run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), c, nullptr);
         for (int r = 0; r < rows; ++r) {
           const int64_t o = o0 + r;
           const int32_t* acc = c + r * nr;
+          if (res != nullptr) {   // the float edge of the whole row (it does not depend on the image)
+            edge_segment(isa, L, o, acc, L.bias[static_cast<size_t>(o)], a_tile + r * nr, ncols);
+            continue;
+          }
           // columns j0.. map to (image, pixel) runs of the output
           int64_t j = j0;
           while (j < j0 + ncols) {
@@ -479,9 +559,10 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
             j += len;
           }
         }
+        if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
       }
     };
-    if (panels >= 8) {
+    if (panels >= 8 && !streamed) {
       // enough panels to share out: one pass, each task packs its panel and runs every row tile over it
       parallel_for(ctx, static_cast<size_t>(panels), [&](size_t t) {
         const int32_t* bp = nullptr;
@@ -490,12 +571,12 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       });
       continue;
     }
-    // few panels (small late layers at batch 1): pack them, then share out row chunks × panels
+    // few panels (small late layers at batch 1), or streamed: pack them, then share out row chunks × panels
     int32_t* const packed = thread_scratch<int32_t>(1, static_cast<size_t>(std::min(per_block, panels) * panel_elems));
     for (int64_t b0 = 0; b0 < panels; b0 += per_block) {
       const int64_t nb = std::min(per_block, panels - b0);
-      const int32_t* bps[8];
-      size_t ldbs[8];
+      std::vector<const int32_t*> bps(static_cast<size_t>(nb));   // nb < 8 unless streamed
+      std::vector<size_t> ldbs(static_cast<size_t>(nb));
       parallel_for(ctx, static_cast<size_t>(nb), [&](size_t t) {
         ldbs[t] = panel_b(b0 + static_cast<int64_t>(t), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
       });
@@ -561,11 +642,57 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   }
 }
 
+// QConvAddQRelu / QConvAddDecodeQRelu: QRelu(QConv(..) + B) with the QConv's float edge (see the top of the file).
+void QConvKernel::compute_residual(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g,
+                                   const InputView& x) const {
+  const bool levels = residual_ == Residual::kLevels;
+  const InputView b = get_input(ctx, kResidualB, where_, "B");
+  const auto want_b = levels ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (!b.present || b.type != want_b)
+    fail(where_, std::string("B must be ") + type_name(want_b) + ", got " + (b.present ? type_name(b.type) : "nothing"));
+  std::shared_ptr<const FloatThresholds> t =
+      residual_thresholds_ ? residual_thresholds_
+                           : prepare_qrelu_thresholds(get_input(ctx, kResidualThresholds, where_, "thresholds"), where_);
+  std::shared_ptr<const DecodeTable> table;
+  if (levels)
+    table = residual_table_ ? residual_table_ : prepare_decode_table(get_input(ctx, kResidualTable, where_, "table"), where_);
+  const std::vector<int64_t> a_shape{g.n, m_, g.oh, g.ow};
+  const int64_t b_bytes = b.numel * (levels ? 1 : 4);
+  if (!cw.filters.empty() || b.shape != a_shape || b_bytes <= join_min_bytes_) {
+    // depthwise, B broadcasts or is small: A as the QConv writes it, then the AddQRelu kernel's pass
+    float* a = thread_scratch<float>(6, static_cast<size_t>(g.n * m_ * g.oh * g.ow));
+    if (g.n > 0) {
+      if (!cw.filters.empty()) run_depthwise(ctx, cw, g, x, a);
+      else run_gemm(ctx, cw, g, x, a);
+    }
+    add_qrelu_tensor(ctx, *isa_, where_, a, a_shape, b, table.get(), *t);
+    return;
+  }
+  auto* y = static_cast<uint8_t*>(allocate_output(ctx, 0, a_shape));
+  if (g.n == 0) return;
+  ResidualJoin res;
+  res.t = t.get();
+  if (levels) {
+    res.lv = b.as<uint8_t>();
+    res.table = table.get();
+    check_decode_levels(*isa_, where_, res.lv, b.numel, *table);   // every level, before any is decoded
+  } else {
+    res.b = b.as<float>();
+  }
+  run_gemm(ctx, cw, g, x, y, false, &res);
+}
+
 }  // namespace
 
 Kernel* create_qconv(const OrtKernelInfo* info, const Signature& sig) { return new QConvKernel(info, sig, false); }
 Kernel* create_qconv_maxpool(const OrtKernelInfo* info, const Signature& sig) {
   return new QConvKernel(info, sig, true);
+}
+Kernel* create_qconv_add_qrelu(const OrtKernelInfo* info, const Signature& sig) {
+  return new QConvKernel(info, sig, false, Residual::kFloat);
+}
+Kernel* create_qconv_add_decode_qrelu(const OrtKernelInfo* info, const Signature& sig) {
+  return new QConvKernel(info, sig, false, Residual::kLevels);
 }
 
 }  // namespace wq

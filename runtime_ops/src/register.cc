@@ -33,6 +33,15 @@ std::vector<CustomOp*>* build_table() {
       ops->push_back(new CustomOp({"QGemm", {x, U8, I16, I16, I32, thresholds, I32}, 3, {y}}, create_qgemm));
       // runtime-internal (wqcompile.runtime): QConv with levels out + MaxPool
       if (y == U8) ops->push_back(new CustomOp({"QConvMaxPool", {x, U8, I16, I16, I32, I32}, 3, {U8}}, create_qconv_maxpool));
+      // runtime-internal: a float-output QConv (no thresholds) + AddQRelu / AddDecodeQRelu; the QConv's inputs,
+      // then B, the QRelu thresholds and (decode) the table
+      if (y == U8) {
+        ops->push_back(new CustomOp({"QConvAddQRelu", {x, U8, I16, I16, I32, NO_THRESHOLDS, I32, F32, F32}, 3, {U8}},
+                                    create_qconv_add_qrelu));
+        ops->push_back(new CustomOp(
+            {"QConvAddDecodeQRelu", {x, U8, I16, I16, I32, NO_THRESHOLDS, I32, U8, F32, F32}, 3, {U8}},
+            create_qconv_add_decode_qrelu));
+      }
     }
   }
   ops->push_back(new CustomOp({"QRelu", {F32, F32}, 2, {U8}}, create_qrelu));

@@ -1,7 +1,8 @@
 """The runtime-internal fusions of wqcompile.runtime against the unfused graph on the same library
 (``InferenceSession(rewrite=False)``: QConv, QRelu, QDecode kernels with onnxruntime's own MaxPool and Add), on
 every instruction-set path: QConv (levels out) + MaxPool → QConvMaxPool (pooled accumulators, then the quantizer),
-Add + QRelu → AddQRelu, QDecode + Add + QRelu → AddDecodeQRelu. Bit for bit, including NaN/Inf sums, broadcasting
+Add + QRelu → AddQRelu, QDecode + Add + QRelu → AddDecodeQRelu, a float QConv + either join → QConvAddQRelu /
+QConvAddDecodeQRelu. Bit for bit, including NaN/Inf sums, broadcasting
 and the cases the rewrite must leave alone."""
 
 from __future__ import annotations
@@ -181,3 +182,190 @@ def test_add_qrelu_left_alone_and_level_check():
     assert [x.op_type for x in runtime.with_add_qrelu(plain)[0].graph.node] == ["AddDecodeQRelu"]
     with pytest.raises(Exception, match="out of range"):
         sess.run(None, {"A": np.zeros(4, np.float32), "B": np.uint8([0, 1, 3, 2])})
+
+
+def _join_thresholds(rng, s):
+    """QRelu thresholds for sums s: log-spaced up to about the largest sum (the packed / octave index), quantiles of
+    the sums with -Inf / +Inf at the ends (the search), or ≤ 15 quantiles (one register)."""
+    top = float(np.max(np.abs(s[np.isfinite(s)]), initial=1.0)) or 1.0
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        count, step = int(rng.choice([16, 100, 255])), float(rng.choice([1, 2, 4]))
+        t = (top * np.exp2((np.arange(count) - count) * step / 16)).astype(np.float32)
+    elif kind == 1:
+        t = np.sort(np.quantile(s[np.isfinite(s)], rng.uniform(0, 1, int(rng.choice([16, 100]))))).astype(np.float32)
+        t[0], t[-1] = -np.inf, np.inf
+    else:
+        t = np.sort(np.quantile(s[np.isfinite(s)], rng.uniform(0, 1, 15))).astype(np.float32)
+    return t
+
+
+def _float_conv_case(seed, row_scaled=False):
+    """A float-output QConv case of test_parity on the GEMM path (not depthwise) whose reference runs."""
+    s = seed
+    while True:
+        case = conv_case(s, row_scaled)
+        m, cg = case["attrs"]["w_shape"][:2]
+        depthwise = cg == 1 and m == case["attrs"]["group"]
+        if not depthwise:
+            case["thresholds"] = None
+            y = _reference(case)
+            if not isinstance(y, Exception):
+                return case, y
+        s += 1001   # another layout (seed % 5), other operands
+
+
+def _join_model(rng, case, y, decode, b_shape=None, state_shapes=True):
+    """QConv(float out) → Add(A, B) (B float, or QDecode of levels) → QRelu, B a graph input with specials."""
+    b_shape = list(y.shape) if b_shape is None else b_shape
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds", "row_scale"]
+    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], None, case.get("row_scale")]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    used = [n if v is not None else "" for n, v in zip(names, values)]
+    while used and not used[-1]:
+        used.pop()
+    nodes = [helper.make_node("QConv", used, ["A"], domain=DOMAIN, name="conv", **case["attrs"])]
+    scale = float(np.std(y)) or 1.0
+    if decode:
+        size = int(rng.choice([16, 32, 33, 256]))
+        table = np.concatenate([[0], np.sort(scale * np.exp2(rng.uniform(-4, 2, size - 1)))]).astype(np.float32)
+        lv = rng.integers(0, size, b_shape).astype(np.uint8)
+        inits.append(numpy_helper.from_array(table, "D"))
+        nodes.append(helper.make_node("QDecode", ["B", "D"], ["Bf"], domain=DOMAIN))
+        b_name, b_info, bv, b_vals = "Bf", helper.make_tensor_value_info("B", U8, b_shape), lv, table[lv]
+    else:
+        bv = _specials(rng, (rng.standard_normal(b_shape) * scale).astype(np.float32))
+        b_name, b_info, b_vals = "B", helper.make_tensor_value_info("B", F, b_shape), bv
+    if decode and rng.random() < 0.5:   # NaN / Inf sums through the decode table too
+        table[-1] = rng.choice(np.float32([np.nan, np.inf, -np.inf]))
+        inits[-1] = numpy_helper.from_array(table, "D")
+        b_vals = table[bv]
+    with np.errstate(invalid="ignore", over="ignore"):
+        inits.append(numpy_helper.from_array(_join_thresholds(rng, (y + b_vals).astype(np.float32)), "T"))
+    ins = ["A", b_name] if rng.random() < 0.5 else [b_name, "A"]
+    nodes += [helper.make_node("Add", ins, ["S"]), helper.make_node("QRelu", ["S", "T"], ["Y"], domain=DOMAIN)]
+    x = case["x"]
+    graph_inputs = [helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape)), b_info]
+    model = _model(nodes, graph_inputs, [helper.make_tensor_value_info("Y", U8, None)], inits)
+    if state_shapes:
+        model.graph.value_info.append(helper.make_tensor_value_info("A", F, list(y.shape)))
+    return model, {"X": x, "B": bv}
+
+
+def _fused_join(model, decode):
+    fused, n = runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(model)[0])
+    assert n == 1 and [x.op_type for x in fused.graph.node] == ["QConvAddDecodeQRelu" if decode else "QConvAddQRelu"]
+    return fused
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("vbmi", [True, False])
+@pytest.mark.parametrize("seed", range(24))
+def test_qconv_add_qrelu(isa, vbmi, seed, monkeypatch):
+    """QConv (float out) + Add + QRelu → QConvAddQRelu / QConvAddDecodeQRelu, bit for bit with the unfused graph:
+    dense, grouped and pointwise layers, float or level input (the u8 path), row scales, panels spanning images.
+    Odd seeds join on the tile edge whatever B's size (WQCOMPILE_JOIN_MIN_BYTES=0), even ones keep the default
+    (these small B: convolution, then the AddQRelu pass)."""
+    if seed % 2:
+        monkeypatch.setenv("WQCOMPILE_JOIN_MIN_BYTES", "0")
+    if not vbmi:
+        if isa != "avx512":
+            pytest.skip("VBMI only changes the AVX-512 paths")
+        monkeypatch.setenv("WQCOMPILE_NO_VBMI", "1")
+    rng = np.random.default_rng(9800 + seed)
+    case, y = _float_conv_case(seed, row_scaled=seed % 6 == 5)
+    decode = seed % 4 < 2
+    model, feeds = _join_model(rng, case, y, decode)
+    _fused_join(model, decode)
+    threads = 1 + seed % 2
+    want = _run(model, feeds, isa, threads, rewrite=False)[0]
+    got = _run(model, feeds, isa, threads)[0]
+    assert got.dtype == np.uint8 and same_bits(got, want), f"{case['attrs']}: {int((got != want).sum())} differ"
+
+
+def _residual_block_case(rng, n, c, m, hw, levels_in, row_scaled=False, kh=None):
+    """A 1x1 (or 3x3) ResNet-like layer big enough for whole 8 × 48 tiles and panels that span images."""
+    from tests.runtime.test_parity import random_operands
+    kh = int(rng.choice([1, 3])) if kh is None else kh
+    ops = random_operands(rng, (m, c, kh, kh), (n, c, hw, hw), c * kh * kh, bits=4, gc=1,
+                          kind="level" if levels_in else "float")
+    codebook = ops.codebook if levels_in else np.clip(ops.codebook, -128, 127)   # s8 weights: the u8 path can run
+    attrs = dict(w_bits=ops.w_bits, w_shape=[m, c, kh, kh], w_shift=ops.w_shift, x_shift=ops.x_shift,
+                 x_max=ops.x_max, group=1, strides=[1, 1], pads=[kh // 2] * 4, dilations=[1, 1], auto_pad="NOTSET")
+    r = rng.integers(1, 2**22 + 1, m).astype(np.int32) if row_scaled else None
+    return dict(op="QConv", x=ops.x, W=ops.packed, codebook=codebook, x_table=ops.x_table, bias=ops.bias,
+                thresholds=None, row_scale=r, attrs=attrs)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(10))
+def test_qconv_add_qrelu_blocks(isa, seed, monkeypatch):
+    """Residual-join shapes: batch 3, 24..72 output channels (8-row tiles and a ragged last one), 7x7 and 5x5
+    planes (a 48-column panel spans images), 1 and 2 threads; seeds 8, 9: a B over 2 MiB (the row-tile-major
+    order of run_gemm, `streamed`); all on the tile edge (WQCOMPILE_JOIN_MIN_BYTES=0)."""
+    monkeypatch.setenv("WQCOMPILE_JOIN_MIN_BYTES", "0")
+    rng = np.random.default_rng(9900 + seed)
+    if seed >= 8:
+        case = _residual_block_case(rng, 8, 8, 72, 63, levels_in=True, row_scaled=seed == 9, kh=1)
+    else:
+        case = _residual_block_case(rng, 3, int(rng.choice([16, 35])), int(rng.choice([24, 43, 72])),
+                                    7 - 2 * (seed % 2), levels_in=seed % 3 != 2, row_scaled=seed % 4 == 3)
+    if seed % 2:
+        case["codebook"] = np.clip(case["codebook"], -128, 127)   # s8 weights: the u8 path when x_table fits u8
+    y = _reference(case)
+    assert not isinstance(y, Exception), y
+    decode = seed % 2 == 0
+    model, feeds = _join_model(rng, case, y, decode)
+    _fused_join(model, decode)
+    threads = 1 + seed % 2
+    want = _run(model, feeds, isa, threads, rewrite=False)[0]
+    got = _run(model, feeds, isa, threads)[0]
+    assert got.dtype == np.uint8 and same_bits(got, want), f"{int((got != want).sum())} levels differ"
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_qconv_add_qrelu_broadcast_fallback(isa):
+    """When the graph does not state the shapes, a broadcasting B is fused too and the kernel runs the convolution
+    and then the AddQRelu pass: still bit for bit."""
+    for seed, decode in [(0, False), (1, True)]:
+        rng = np.random.default_rng(9950 + seed)
+        case, y = _float_conv_case(seed * 5)
+        model, feeds = _join_model(rng, case, y, decode, b_shape=[1, y.shape[1], 1, 1], state_shapes=False)
+        _fused_join(model, decode)
+        want = _run(model, feeds, isa, rewrite=False)[0]
+        got = _run(model, feeds, isa)[0]
+        assert got.shape == want.shape and same_bits(got, want)
+
+
+def test_qconv_add_qrelu_left_alone():
+    """Levels out, a depthwise layer, a second reader of A, A as a graph output, stated shapes that broadcast, or
+    WQCOMPILE_NO_FUSION: no QConvAddQRelu."""
+    rng = np.random.default_rng(9990)
+    case, y = _float_conv_case(0)
+    model, _ = _join_model(rng, case, y, decode=False)
+    two = onnx.ModelProto()
+    two.CopyFrom(model)
+    two.graph.node.append(helper.make_node("Identity", ["A"], ["Z"]))
+    two.graph.output.append(helper.make_tensor_value_info("Z", F, None))
+    assert runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(two)[0])[1] == 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.append(helper.make_tensor_value_info("A", F, None))
+    assert runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(out)[0])[1] == 0
+    bc, _ = _join_model(rng, case, y, decode=False, b_shape=[1, y.shape[1], 1, 1])
+    assert runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(bc)[0])[1] == 0
+    dw = onnx.ModelProto()
+    dw.CopyFrom(model)
+    conv = dw.graph.node[0]
+    for a in conv.attribute:
+        if a.name == "w_shape":
+            del a.ints[:]
+            a.ints.extend([4, 1, 3, 3])
+        if a.name == "group":
+            a.i = 4
+    assert runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(dw)[0])[1] == 0
+    lv = onnx.ModelProto()
+    lv.CopyFrom(model)
+    lv.graph.node[0].input.extend([""] * (6 - len(lv.graph.node[0].input)))
+    lv.graph.node[0].input[5] = "T"
+    assert runtime.with_qconv_add_qrelu(runtime.with_add_qrelu(lv)[0])[1] == 0

@@ -243,7 +243,8 @@ def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    drop = set()
+    drop: set[int] = set()
+    gone: set[str] = set()
     for i, qi, dec in plans:
         add, q = out.graph.node[i], out.graph.node[qi]
         thresholds, y = q.input[1], q.output[0]
@@ -257,12 +258,8 @@ def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         fused = onnx.helper.make_node(op, inputs, [y], name=(q.name or add.name) + ".fused", domain=DOMAIN)
         q.CopyFrom(fused)
         drop.add(i)
-        gone = {add.output[0]} | ({out.graph.node[dec[0]].output[0]} if dec else set())
-        for vi in [vi for vi in out.graph.value_info if vi.name in gone]:
-            out.graph.value_info.remove(vi)
-    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
-    del out.graph.node[:]
-    out.graph.node.extend(kept)
+        gone |= {add.output[0]} | ({out.graph.node[dec[0]].output[0]} if dec else set())
+    _drop_nodes(out, drop, gone)
     return out, len(plans)
 
 
@@ -316,7 +313,8 @@ def with_qconv_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    drop = set()
+    drop: set[int] = set()
+    gone: set[str] = set()
     for i, c, b_side in plans:
         join, conv = out.graph.node[i], out.graph.node[c]
         op = "QConvAddDecodeQRelu" if join.op_type == "AddDecodeQRelu" else "QConvAddQRelu"
@@ -324,15 +322,20 @@ def with_qconv_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         fused = onnx.helper.make_node(op, inputs, [join.output[0]], name=(conv.name or join.name) + ".join",
                                       domain=DOMAIN)
         fused.attribute.extend(conv.attribute)
-        inner = conv.output[0]
+        gone.add(conv.output[0])
         join.CopyFrom(fused)     # in the join's place: every input is ready there
         drop.add(c)
-        for vi in [vi for vi in out.graph.value_info if vi.name == inner]:
-            out.graph.value_info.remove(vi)
-    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
-    del out.graph.node[:]
-    out.graph.node.extend(kept)
+    _drop_nodes(out, drop, gone)
     return out, len(plans)
+
+
+def _drop_nodes(model: onnx.ModelProto, drop: set[int], gone: set[str]) -> None:
+    """Remove the nodes at indices ``drop`` and the value_info of the tensors ``gone`` (no longer produced)."""
+    for vi in [vi for vi in model.graph.value_info if vi.name in gone]:
+        model.graph.value_info.remove(vi)
+    kept = [n for idx, n in enumerate(model.graph.node) if idx not in drop]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
 
 
 def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:

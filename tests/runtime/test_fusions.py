@@ -258,6 +258,13 @@ def _fused_join(model, decode):
     return fused
 
 
+def _fused_and_unfused(rng, case, y, decode, isa, threads):
+    """The join model of ``case`` (checked to fuse into one node) run with and without the session rewrite."""
+    model, feeds = _join_model(rng, case, y, decode)
+    _fused_join(model, decode)
+    return _run(model, feeds, isa, threads)[0], _run(model, feeds, isa, threads, rewrite=False)[0]
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("vbmi", [True, False])
 @pytest.mark.parametrize("seed", range(24))
@@ -275,11 +282,7 @@ def test_qconv_add_qrelu(isa, vbmi, seed, monkeypatch):
     rng = np.random.default_rng(9800 + seed)
     case, y = _float_conv_case(seed, row_scaled=seed % 6 == 5)
     decode = seed % 4 < 2
-    model, feeds = _join_model(rng, case, y, decode)
-    _fused_join(model, decode)
-    threads = 1 + seed % 2
-    want = _run(model, feeds, isa, threads, rewrite=False)[0]
-    got = _run(model, feeds, isa, threads)[0]
+    got, want = _fused_and_unfused(rng, case, y, decode, isa, threads=1 + seed % 2)
     assert got.dtype == np.uint8 and same_bits(got, want), f"{case['attrs']}: {int((got != want).sum())} differ"
 
 
@@ -315,11 +318,7 @@ def test_qconv_add_qrelu_blocks(isa, seed, monkeypatch):
     y = _reference(case)
     assert not isinstance(y, Exception), y
     decode = seed % 2 == 0
-    model, feeds = _join_model(rng, case, y, decode)
-    _fused_join(model, decode)
-    threads = 1 + seed % 2
-    want = _run(model, feeds, isa, threads, rewrite=False)[0]
-    got = _run(model, feeds, isa, threads)[0]
+    got, want = _fused_and_unfused(rng, case, y, decode, isa, threads=1 + seed % 2)
     assert got.dtype == np.uint8 and same_bits(got, want), f"{int((got != want).sum())} levels differ"
 
 

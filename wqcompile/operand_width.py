@@ -25,13 +25,12 @@ import onnx_graphsurgeon as gs
 from wqcompile.layers import linear_layer, node_kinds
 from wqcompile.level_flow import level_tensors
 from wqcompile.lowering import NARROW_BITS
-from wqcompile.quant.log_grid import pow2_16
+from wqcompile.quant.lloyd_act import SUBPOINTS   # each bin spread as the Lloyd fit spreads it
 from wqcompile.quant.log_histogram import LogHistogram
 from wqcompile.runtime_ops.fixed_point import mantissas, scale_shift
 
 
 SNAP_ERROR_BUDGET = 0.05   # the grid may add ≤ 5 % to the layer's relative weight error (~0.2 dB at its output)
-SUBPOINTS = 16             # points per 1/16-octave histogram bin (as the Lloyd fit spreads them)
 
 
 def narrow_level_values(values: np.ndarray) -> np.ndarray:
@@ -44,12 +43,9 @@ def narrow_level_values(values: np.ndarray) -> np.ndarray:
 def snap_error(quantizer, hist: LogHistogram) -> float:
     """Extra mean squared error of the narrow level values over the calibration histogram, relative to the mean
     square of the input (non-positive values are level 0 = 0 either way: no error, no power)."""
-    nz = np.flatnonzero(hist.counts)
-    if nz.size == 0:
+    points, weights = hist.spread_points(SUBPOINTS)
+    if points.size == 0:
         return 0.0
-    lo, hi = pow2_16(nz + hist.lo), pow2_16(nz + hist.lo + 1)
-    points = (lo[:, None] + (hi - lo)[:, None] * ((np.arange(SUBPOINTS) + 0.5) / SUBPOINTS)[None, :]).ravel()
-    weights = np.repeat(hist.counts[nz].astype(np.float64), SUBPOINTS)
     level = quantizer.quantize(points)
     own = np.sum(weights * (points - quantizer.values[level]) ** 2)
     snapped = np.sum(weights * (points - narrow_level_values(quantizer.values)[level]) ** 2)

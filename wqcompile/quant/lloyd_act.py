@@ -20,7 +20,6 @@ import numpy as np
 from ._sorted_stats import SortedStats
 from .act_quantizer import ActQuantizer
 from .linear_act import fit_linear_act
-from .log_grid import pow2_16
 from .log_histogram import LogHistogram
 from .logquant_mse import fit_logquant_mse
 
@@ -70,12 +69,7 @@ def fit_lloyd_act(hist: LogHistogram, levels: int, *, name: str = "activation", 
     if nz.size == 0:
         logger.warning("%s: no finite positive activations in calibration; quantizer outputs zeros", name)
         return ActQuantizer.zero(L, info={"mse": None})
-    b = nz + hist.lo
-    lo, hi = pow2_16(b), pow2_16(b + 1)
-    frac = (np.arange(SUBPOINTS) + 0.5) / SUBPOINTS
-    points = lo[:, None] + (hi - lo)[:, None] * frac[None, :]       # evenly inside each bin, linear scale
-    weights = np.repeat(hist.counts[nz].astype(np.float64) / SUBPOINTS, SUBPOINTS)
-    stats = SortedStats(points.ravel(), weights=weights)
+    stats = SortedStats(*hist.spread_points(SUBPOINTS))
     # both starts see the same positive bins as above, so neither is the all-zero quantizer here
     runs = [(*_lloyd(stats, fit(hist, L, name=name).values), start)
             for start, fit in (("logmse", fit_logquant_mse), ("linear", fit_linear_act))]

@@ -121,6 +121,15 @@ class LogHistogram:
         self.max_abs = max(self.max_abs, other.max_abs)
         return self
 
+    def spread_points(self, per_bin: int) -> tuple[np.ndarray, np.ndarray]:
+        """The positive values as ``per_bin`` evenly spaced points inside each non-empty bin (a piecewise-uniform
+        density, linear scale) and their weights (the bin's count shared equally): float64 ``(points, weights)``."""
+        nz = np.flatnonzero(self.counts)
+        lo, hi = pow2_16(nz + self.lo), pow2_16(nz + self.lo + 1)
+        frac = (np.arange(per_bin) + 0.5) / per_bin
+        points = (lo[:, None] + (hi - lo)[:, None] * frac[None, :]).ravel()
+        return points, np.repeat(self.counts[nz].astype(np.float64) / per_bin, per_bin)
+
     def cumulative(self) -> np.ndarray:
         """Inclusive cumulative counts over the bins (int64, same length as ``counts``)."""
         return np.cumsum(self.counts)

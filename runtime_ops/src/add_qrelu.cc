@@ -27,7 +27,8 @@ std::shared_ptr<const FloatThresholds> prepare_qrelu_thresholds(const InputView&
     if (std::isnan(v[j]) || (j > 0 && v[j] < v[j - 1])) fail(where, "thresholds must be non-decreasing and not NaN");
   auto out = std::make_shared<FloatThresholds>();
   build_float_thresholds(v, static_cast<int>(t.numel), out.get());
-  const std::string refusal = threshold_index_refusal(out->count, out->packed_ok, out->packed_bits, out->octave_ok);
+  const std::string refusal = threshold_index_refusal(out->count, out->packed_ok, out->packed_bits, out->octave_ok,
+                                                         out->uniform_ok);
   if (!refusal.empty()) fail(where, refusal);
   return out;
 }

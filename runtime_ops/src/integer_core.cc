@@ -212,7 +212,8 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
       auto table = std::make_unique<ThresholdTable>();
       build_threshold_table(row, n, table.get());
       const std::string refusal =
-          threshold_index_refusal(table->count, table->packed_ok, table->packed_bits, table->octave_ok);
+          threshold_index_refusal(table->count, table->packed_ok, table->packed_bits, table->octave_ok,
+                                  table->uniform_ok);
       if (!refusal.empty()) fail(where, refusal);
       L->thresholds.push_back(std::move(table));
     }

@@ -70,6 +70,19 @@ struct ThresholdTable {
   alignas(64) int32_t octave[32];
   alignas(64) uint32_t octave_class[64];
   alignas(64) uint8_t octave_small[256];
+  // Arithmetic index (uniform_ok; uniform level sets, e.g. the linear activation quantizer, whose step the compiler
+  // keeps to a few significant bits so that its integer thresholds come out exactly evenly spaced): the reachable
+  // thresholds (those < 2^30, `uniform_reach` ≥ 3 of them) are t[0] ≤ t[1] and t[j] = t[1] + (j - 1)·D for j ≥ 1.
+  // For v ≥ t[1]: level = 2 + q with q = floor(min(v - t[1], uniform_cap) / D), uniform_cap = (reach - 2)·D;
+  // otherwise level = [v ≥ t[0]] (t[0] stands apart: the compiler's strict first threshold is one above the grid).
+  // A vector path estimates q with one float multiply by uniform_inv ≈ 1/D (relative error < 2^-22, so off by at
+  // most one for q < 2^21) and corrects it exactly with the integer remainder: no gather, no table.
+  // Built when count > 15, t[1] ≥ -2^30 (so v - t[1] fits int32) and (reach - 1)·D < 2^31 (so q·D does).
+  bool uniform_ok = false;
+  int32_t uniform_reach = 0;
+  int32_t uniform_step = 1;        // D ≥ 1
+  int32_t uniform_cap = 0;
+  float uniform_inv = 1.0f;
 };
 
 // The bucket of v at P bits of resolution (P = 5 is threshold_bucket): 0 for v ≤ 0, else 1 + 2^P·e + m.
@@ -132,16 +145,29 @@ struct FloatThresholds {
   int32_t octave_wrap_add = 0;
   alignas(64) int32_t octave[32];
   alignas(64) uint32_t octave_class[64];
+  // Arithmetic index (uniform_ok), as ThresholdTable::uniform on the integers the thresholds are multiples of:
+  // t[j] = (N1 + (j - 1)·K)·u for j ≥ 1 with u = 2^E (exact: the linear activation quantizer's thresholds are
+  // dyadic with few significant bits), every N < 2^24. For x ≥ t[1] (so x > 0; +Inf included):
+  //   n = trunc(min(x, t[count - 1]) / u) (exact: a power-of-two scaling of a float below 2^24·u),
+  //   level = 2 + (n - N1) / K   (x ≥ t[j] ⇔ n ≥ N_j, the N_j being integers);
+  // otherwise level = [x ≥ t[0]] (NaN: 0). Built when count > 15 and every threshold is finite.
+  bool uniform_ok = false;
+  float uniform_unit_inv = 1.0f;   // 2^-E
+  float uniform_top = 0.0f;        // t[count - 1]
+  int32_t uniform_n1 = 0;
+  int32_t uniform_step = 1;        // K ≥ 1
+  float uniform_inv = 1.0f;        // ≈ 1/K
 };
 
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
 void build_float_thresholds(const float* t, int count, FloatThresholds* out);
 
-// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave makes a table of more than 15
-// thresholds without the octave-class index an error, any other value not starting with '0' one without the
-// packed or the octave index (i.e. left to the bucket / binary search). Returns the complaint (naming the index the
-// table got) or "" (the callers fail() with it, so tests prove which index a set gets).
-std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok);
+// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave (or =uniform) makes a table
+// of more than 15 thresholds without the octave-class (arithmetic) index an error, any other value not starting
+// with '0' one without any of the packed, octave or arithmetic indexes (i.e. left to the bucket / binary search).
+// Returns the complaint (naming the index the table got) or "" (the callers fail() with it, so tests prove which
+// index a set gets).
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, bool uniform_ok = false);
 
 // One output plane of a depthwise convolution (one input channel, one filter), accumulators only.
 // The caller passes the input already zero-padded (pad_top = pad_left = 0) with at least 256 readable int16 past the

@@ -314,6 +314,30 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
 }
 
+// The arithmetic index (ThresholdTable::uniform_ok, evenly spaced sets): q = floor(d / D) estimated with one float
+// multiply (within one of the truth, see there) and made exact with the integer remainder d - q·D.
+struct UniformRegs {
+  __m512i t0, t1, step, cap;
+  __m512 inv;
+  explicit UniformRegs(const ThresholdTable* t)
+      : t0(_mm512_set1_epi32(t->padded[0])), t1(_mm512_set1_epi32(t->padded[1])),
+        step(_mm512_set1_epi32(t->uniform_step)), cap(_mm512_set1_epi32(t->uniform_cap)),
+        inv(_mm512_set1_ps(t->uniform_inv)) {}
+};
+
+__attribute__((always_inline)) inline __m512i count_levels_uniform(__m512i v, const UniformRegs& R) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __mmask16 ge1 = _mm512_cmpge_epi32_mask(v, R.t1);
+  // d = min(max(v, t1) - t1, cap): 0 ≤ d ≤ (reach - 2)·D, no overflow (t1 ≥ -2^30, v ≤ 2^30 - 1)
+  const __m512i d = _mm512_min_epi32(_mm512_sub_epi32(_mm512_max_epi32(v, R.t1), R.t1), R.cap);
+  __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), R.inv));
+  const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, R.step));
+  q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()), q, one);
+  q = _mm512_mask_add_epi32(q, _mm512_cmpge_epi32_mask(r, R.step), q, one);
+  const __m512i below = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(v, R.t0), one);   // [v ≥ t0]
+  return _mm512_mask_add_epi32(below, ge1, q, _mm512_set1_epi32(2));
+}
+
 // The octave-class index (ThresholdTable::octave_ok, log-spaced sets): two dword permutes (octave entry, class
 // entry), a variable shift for the bits below the bucket, and two byte permutes for v < 256: no gather. Needs
 // AVX-512 VBMI (vpermi2b), so these functions carry their own target attribute and are only reached when
@@ -424,6 +448,17 @@ __attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTab
   return t->packed_ok ? count_levels_packed(v, t) : count_levels_bucketed(v, t);
 }
 
+// One tile row over the arithmetic index: its constants are set up once for the row's NV vectors
+template <int NV>
+__attribute__((noinline)) void edge_row_uniform(__m512i a0, __m512i a1, __m512i a2, __mmask16 m0, __mmask16 m1,
+                                                __mmask16 m2, int32_t bias, const ThresholdTable* t, uint8_t* out) {
+  const UniformRegs R(t);
+  const __m512i b = _mm512_set1_epi32(bias);
+  _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a0, b), R)));
+  if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a1, b), R)));
+  if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a2, b), R)));
+}
+
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
   const __m512i x = _mm512_add_epi32(acc, _mm512_set1_epi32(e.bias[r]));
   if (e.raw) {
@@ -443,6 +478,10 @@ __attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m5
                                                     __mmask16 m1, __mmask16 m2, const TileEdge& e) {
   if (e.tables != nullptr && !e.raw) {
     const ThresholdTable* t = e.tables[r];
+    if (t->blocks > 1 && t->uniform_ok) {
+      edge_row_uniform<NV>(a0, a1, a2, m0, m1, m2, e.bias[r], t, static_cast<uint8_t*>(e.out[r]));
+      return;
+    }
     if (t->blocks > 1 && t->octave_ok) {
       edge_row_octave<NV>(a0, a1, a2, m0, m1, m2, e.bias[r], t, static_cast<uint8_t*>(e.out[r]));
       return;
@@ -848,6 +887,15 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
     }
   }
+  if (t->blocks > 1 && t->uniform_ok) {
+    const UniformRegs R(t);
+    for (; i < n; i += 16) {
+      const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+      const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
+      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_uniform(v, R)));
+    }
+    return;
+  }
   if (t->blocks > 1 && t->octave_ok) {
     edge_levels_octave(acc + i, y + i, n - i, bias, t);
     return;
@@ -872,6 +920,22 @@ namespace {
 // QRelu's level of 16 floats in the lanes of m (0 elsewhere): the 32-bit bucket index (FloatThresholds::packed)
 // when there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
 inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
+  if (t->blocks > 1 && t->uniform_ok) {   // the arithmetic index: no lookup
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i below = _mm512_maskz_mov_epi32(_mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ), one);
+    const __mmask16 ge1 = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[1]), _CMP_GE_OQ);
+    if (ge1 == 0) return below;
+    // other lanes (NaN, below t[1]) compute garbage that the mask drops
+    const __m512 c = _mm512_min_ps(v, _mm512_set1_ps(t->uniform_top));
+    const __m512i d = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(t->uniform_unit_inv))),
+                                       _mm512_set1_epi32(t->uniform_n1));
+    const __m512i step = _mm512_set1_epi32(t->uniform_step);
+    __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(t->uniform_inv)));
+    const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, step));
+    q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()), q, one);
+    q = _mm512_mask_add_epi32(q, _mm512_cmpge_epi32_mask(r, step), q, one);
+    return _mm512_mask_add_epi32(below, ge1, q, _mm512_set1_epi32(2));
+  }
   if (t->blocks > 1 && t->octave_ok) {   // the octave-class index: register permutes, no gather
     const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
     if (live == 0) return _mm512_setzero_si512();
@@ -1205,6 +1269,10 @@ struct OctaveLanes {     // log-spaced sets (octave_ok): register permutes only
   OctaveRegs regs;
   WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_octave<Two>(v, regs); }
 };
+struct UniformLanes {    // evenly spaced sets (uniform_ok): arithmetic only
+  UniformRegs regs;
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_uniform(v, regs); }
+};
 struct PackedLanes {     // one masked dword gather (packed_ok)
   const ThresholdTable* t;
   WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_packed(v, t); }
@@ -1362,6 +1430,7 @@ WQ_VBMI uint8_t lanes_shape(const DepthwiseLanes& p, const Quant& quant) {
 WQ_VBMI uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p) {
   const ThresholdTable* t = p.table;
   if (t->blocks == 1) return lanes_shape(p, Search16Lanes(t));
+  if (t->uniform_ok) return lanes_shape(p, UniformLanes{UniformRegs(t)});
   if (t->octave_ok)
     return t->octave_classes > 1 ? lanes_shape(p, OctaveLanes<true>{octave_regs(t)})
                                  : lanes_shape(p, OctaveLanes<false>{octave_regs(t)});

@@ -1,0 +1,189 @@
+"""The arithmetic threshold index (ThresholdTable::uniform_ok) against #{j : T_j <= acc}.
+
+Evenly spaced sets (the linear activation quantizer's, whose step the compiler keeps to a few significant bits so
+that its integer thresholds are exactly T_j = T_1 + (j - 1)·D) are counted with one float multiply and an integer
+correction instead of a lookup. The cases cover the spacing from D = 1 to the int32 limit of (reach - 1)·D, a first
+threshold apart from the grid (the strict T_0 = T_1 - D + 1) or equal to T_1, negative thresholds, the unreachable
+2^30 tail, 16..255 thresholds, and accumulators on, just below, between and far outside the thresholds, through the
+same K = 1 layers as the other threshold tests (QGemm, the register-tiled QConv edge, depthwise), with
+WQCOMPILE_REQUIRE_THRESHOLD_INDEX=uniform (a table without the arithmetic index is an error). Sets one off the grid
+must not get it and still count exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.runtime.helpers import ISAS, cpu_has, model_of, run_ort
+from tests.runtime.threshold_cases import check_levels, probe_biases
+from tests.ops.oracles import pack_naive
+
+pytestmark = [pytest.mark.requires_ops_lib]
+
+ISA_PARAMS = [pytest.param(i, marks=pytest.mark.skipif(not cpu_has(i), reason=f"CPU lacks {i}")) for i in ISAS]
+LIMIT = 2**30
+
+
+def _uniform_row(rng, count: int) -> np.ndarray:
+    """T_1 + (j - 1)·D for j ≥ 1, T_0 on the grid, one above it (strict) or equal to T_1; some tails at 2^30."""
+    reach = int(rng.integers(3, count + 1)) if rng.random() < 0.3 else count
+    kind = rng.integers(0, 4)
+    if kind == 0:      # the largest spacing the index takes: (reach - 1)·D < 2^31
+        step = (2**31 - 1) // (reach - 1)
+        t1 = -LIMIT
+    elif kind == 1:    # tiny spacings
+        step = int(rng.integers(1, 4))
+        t1 = int(rng.integers(-1000, 1000))
+    else:
+        step = int(np.exp2(rng.uniform(0, 22)))
+        t1 = int(rng.integers(-LIMIT, LIMIT - (reach - 1) * step)) if rng.random() < 0.3 else step // 2 + 1
+    t = t1 + (np.arange(count, dtype=np.int64) - 1) * step
+    t[0] = [t1 - step, t1 - step + 1, t1, t1 - int(rng.integers(0, 2 * step + 1))][int(rng.integers(0, 4))]
+    t[0] = min(t[0], t1)
+    t[reach:] = LIMIT
+    # a set that runs into 2^30 is cut there (the compiler's clamp)
+    return np.clip(t, -LIMIT, LIMIT)
+
+
+def _rows(seed: int, off_grid: bool):
+    rng = np.random.default_rng(4400 + seed)
+    count = int(rng.choice([16, 17, 64, 200, 255, 255]))
+    rows = []
+    for _ in range(3):
+        t = _uniform_row(rng, count)
+        if off_grid:   # one threshold of the grid moved by one: no arithmetic index, the same levels
+            reach = int(np.sum(t < LIMIT))
+            j = int(rng.integers(2, max(reach - 1, 3)))
+            if j < reach - 1 and t[j + 1] - t[j] > 1:
+                t[j] += 1
+            elif t[j] - t[j - 1] > 1:
+                t[j] -= 1
+        rows.append(t)
+    return rng, np.array(rows, dtype=np.int64)
+
+
+def _probes(rng, t):
+    u = np.unique(t).astype(np.int64)
+    mid = (u[:-1] + u[1:]) // 2
+    spread = rng.integers(-LIMIT + 1, LIMIT, 24)
+    return np.concatenate([u, u - 1, u + 1, mid, spread, [-LIMIT + 1, LIMIT - 1, 0, -1, 1]])
+
+
+def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
+    """A single-output QGemm with thresholds ``t``: runs under REQUIRE=uniform iff ``want_uniform``."""
+    n = 1
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "uniform")
+    attrs = dict(w_bits=1, w_shift=[0], x_shift=0, x_max=32767, w_shape=[n, 1])
+    x = np.zeros((1, 1), dtype=np.float32)
+    model = model_of("QGemm", [("X", x), ("W", pack_naive(np.zeros(n, dtype=np.int64), 1)),
+                               ("codebook", np.ones((n, 2), dtype=np.int16)), ("x_table", None),
+                               ("bias", np.zeros(n, dtype=np.int32)), ("thresholds", t[None, :].astype(np.int32))],
+                     attrs, np.uint8)
+    if want_uniform:
+        run_ort(model, {"X": x}, isa)
+    else:
+        with pytest.raises(Exception, match="REQUIRE_THRESHOLD_INDEX=uniform"):
+            run_ort(model, {"X": x}, isa)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
+def test_uniform_thresholds(isa, seed, op, monkeypatch):
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "uniform")
+    rng, rows = _rows(seed, off_grid=False)
+    bias, row_of = probe_biases(rng, rows, _probes)
+    check_levels(rng, rows[row_of].astype(np.int32), bias, op, isa, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("op", ["QGemm", "QConv"])
+def test_off_grid_sets_count_exactly(isa, seed, op):
+    rng, rows = _rows(seed, off_grid=True)
+    bias, row_of = probe_biases(rng, rows, _probes)
+    check_levels(rng, rows[row_of].astype(np.int32), bias, op, isa, threads=1)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
+    grid = 1000 + 37 * np.arange(255, dtype=np.int64)
+    _check_refusal(grid, monkeypatch, isa, True)
+    strict = grid.copy()
+    strict[0] = grid[1] - 37 + 1          # the compiler's strict first threshold
+    _check_refusal(strict, monkeypatch, isa, True)
+    tail = grid.copy()
+    tail[200:] = LIMIT                    # unreachable thresholds past a folded Clip
+    _check_refusal(tail, monkeypatch, isa, True)
+    moved = grid.copy()
+    moved[100] += 1
+    _check_refusal(moved, monkeypatch, isa, False)
+    step = (2**31 - 2) // 253            # all 255 reachable, but (reach - 1)·D ≥ 2^31: q·D could overflow
+    wide = -LIMIT + step * (np.arange(255, dtype=np.int64) - 1)
+    wide[0] = wide[1]
+    assert wide[-1] < LIMIT and 254 * step >= 2**31
+    _check_refusal(wide, monkeypatch, isa, False)
+    few = grid[:15]                       # ≤ 15 thresholds: the in-register search, no index needed
+    _check_refusal(few, monkeypatch, isa, True)
+
+
+# ---------------------------------------------------------------- float thresholds (QRelu, AddQRelu, joins)
+
+def _float_uniform(rng):
+    """The linear quantizer's float32 thresholds: (2n + 1)·S·2^(e-1) with S of ≤ 6 bits, the first one nudged up
+    by an ulp (strict), over the float range; sometimes from wqcompile's own fit and lowering."""
+    from wqcompile.quant import LogHistogram, fit_linear_act
+    from wqcompile.runtime_ops.fixed_point import float32_thresholds
+
+    if rng.random() < 0.3:
+        h = LogHistogram()
+        h.update(np.maximum(rng.standard_normal(20000), 0) * float(np.exp2(rng.uniform(-20, 20))))
+        q = fit_linear_act(h, int(rng.choice([32, 64, 256])))
+        clip = float(q.values[-1]) * float(rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else None
+        t = float32_thresholds(q.thresholds, clip)
+        return t, q.values.astype(np.float32)
+    count = int(rng.choice([31, 40, 255]))   # ≥ 32 level values: AddDecodeQRelu's decode table
+    s = int(rng.integers(32, 65)) * float(np.exp2(rng.integers(-130, 100)))
+    t = ((2 * np.arange(count) + 1) * (s / 2)).astype(np.float32)
+    t[0] = np.nextafter(t[0], np.float32(np.inf))
+    return t, (np.arange(count + 1) * s).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("op", ["QRelu", "AddQRelu", "AddDecodeQRelu"])
+def test_uniform_float_thresholds(isa, seed, op, monkeypatch):
+    from tests.runtime.test_dense_float_thresholds import REQUIRE, _probes, _run
+
+    rng = np.random.default_rng(5500 + seed)
+    while True:
+        t, values = _float_uniform(rng)
+        if t.size > 15 and np.all(np.isfinite(t)) and t[1] > 0 and np.isfinite(values).all():
+            break
+    monkeypatch.setenv(REQUIRE, "uniform")   # the arithmetic index or an error
+    x = _probes(rng, t, values)
+    got, want = _run(op, t, x, rng, isa, 1 + seed % 2, values)
+    assert got.dtype == np.uint8 and np.array_equal(got, want), f"{int((got != want).sum())} levels differ"
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_float_sets_off_the_grid_get_no_arithmetic_index(isa, monkeypatch):
+    from tests.runtime.test_dense_float_thresholds import REQUIRE, _probes, _run
+
+    rng = np.random.default_rng(77)
+    t = ((2 * np.arange(255) + 1) * 40.0 * 2.0**-10).astype(np.float32)
+    t[0] = np.nextafter(t[0], np.float32(np.inf))
+    values = (np.arange(256) * 80.0 * 2.0**-10).astype(np.float32)
+    moved = t.copy()
+    moved[100] = np.nextafter(moved[100], np.float32(np.inf))       # one ulp off the grid
+    wide = t.copy()
+    wide[-1] = np.float32(2.0**40)                                  # past 2^24 units
+    for bad in (moved, wide):
+        x = _probes(rng, bad, values)
+        got, want = _run("QRelu", bad, x, rng, isa, 1, values)
+        assert np.array_equal(got, want)
+        monkeypatch.setenv(REQUIRE, "uniform")
+        with pytest.raises(Exception, match="=uniform: 255 thresholds got"):
+            _run("QRelu", bad, x, rng, isa, 1, values)
+        monkeypatch.delenv(REQUIRE)

@@ -24,7 +24,9 @@ from wqcompile.quant import (
     sqnr_db,
 )
 from wqcompile.quant._sorted_stats import SortedStats
+from wqcompile.quant.linear_act import STEP_BITS
 from wqcompile.quant.log_grid import pow2_16
+from wqcompile.runtime_ops.fixed_point import int_thresholds
 
 # A local minimum found by grid + golden section may sit within this relative distance of a
 # neighbouring scale that is marginally better; perturbations of 1 % must never improve the error.
@@ -198,17 +200,37 @@ def test_linear_act_grid_and_optimality():
     h.update(np.maximum(rng.standard_normal(50000), 0.0))
     for L in (2, 4, 16):
         q = fit_linear_act(h, L)
-        s = q.info["scale"]
-        assert np.allclose(q.values, s * np.arange(L), rtol=1e-15, atol=0)  # exact up to one rounding
-        assert np.allclose(q.thresholds, s * (np.arange(L - 1) + 0.5), rtol=1e-15, atol=0)  # same product, one rounding
+        s, fitted = q.info["scale"], q.info["fitted_scale"]
+        # the step keeps STEP_BITS significant bits: values and thresholds are exact dyadic numbers
+        mant, e = np.frexp(s)
+        assert float(np.ldexp(mant, STEP_BITS)).is_integer() and abs(s / fitted - 1) <= 2.0**-STEP_BITS
+        assert np.array_equal(q.values, s * np.arange(L))
+        assert np.array_equal(q.thresholds, s * (np.arange(L - 1) + 0.5))
+        assert np.array_equal(q.thresholds.astype(np.float32).astype(np.float64), q.thresholds)
         assert q.fsr is None and q.step is None
         nz = np.flatnonzero(h.counts)
         b = nz + h.lo
         stats = SortedStats(np.sqrt(pow2_16(b) * pow2_16(b + 1)), weights=h.counts[nz])
-        best = stats.sse(q.values)
+        best = stats.sse(fitted * np.arange(L))
         for scale in (1 - PERTURBATION, 1 + PERTURBATION):
-            if scale * s * (L - 1) <= h.max_value:
-                assert stats.sse(scale * q.values) >= best
+            if scale * fitted * (L - 1) <= h.max_value:
+                assert stats.sse(scale * fitted * np.arange(L)) >= best
+        assert stats.sse(q.values) <= best * (1 + 2.0**-STEP_BITS)   # flat at the optimum
+
+
+def test_linear_act_thresholds_lower_to_an_evenly_spaced_integer_grid():
+    """Whenever the accumulator spacing is ≥ 64, int_thresholds gives T_n = T_1 + (n - 1)·D exactly (the runtime's
+    arithmetic index), with the strict T_0 one above the grid."""
+    rng = np.random.default_rng(5)
+    h = LogHistogram()
+    h.update(np.maximum(rng.standard_normal(50000) * 3.0, 0.0))
+    q = fit_linear_act(h, 256)
+    for shift in range(-4, 30):
+        t = int_thresholds(q.thresholds, shift).astype(np.int64)
+        d = q.info["scale"] * 2.0**shift
+        if d < 64 or t[-1] >= 2**30:
+            continue
+        assert np.all(np.diff(t[1:]) == d) and t[0] == t[1] - d + 1, shift
 
 
 def test_linear_act_round_to_nearest():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -14,23 +15,39 @@ from .log_histogram import LogHistogram
 
 logger = logging.getLogger(__name__)
 
+# Significant bits kept in the step. Its thresholds (n + 1/2)·s are then dyadic numbers with ≤ 15 significant bits,
+# exact in float32, and lowering turns them into exactly evenly spaced integers T_n = T_1 + (n - 1)·D whenever the
+# accumulator spacing D is ≥ 64, which the runtime counts with arithmetic instead of a table lookup (ThresholdTable
+# ::uniform_ok). Rounding moves the step by ≤ 1/64 of itself, where the squared error is flat (its minimum).
+STEP_BITS = 6
 
-def fit_linear_act(hist: LogHistogram, levels: int, *, name: str = "activation", **_) -> ActQuantizer:
+
+def dyadic_step(s: float, bits: int = STEP_BITS) -> float:
+    """``s`` rounded to ``bits`` significant bits."""
+    if not s > 0 or not np.isfinite(s):
+        return s
+    e = math.floor(math.log2(s)) - (bits - 1)
+    return math.ldexp(round(math.ldexp(s, -e)), e)
+
+
+def fit_linear_act(hist: LogHistogram, levels: int, *, name: str = "activation", dyadic: bool = True,
+                   **_) -> ActQuantizer:
     """Fit ``values = n·s`` (``n = 0 .. L−1``) with round-to-nearest thresholds.
 
     Thresholds are ``T_0 = 0.5·s`` (strict) and ``T_n = (n + 0.5)·s``; values above the top level clip.
     The step minimises the expected squared error computed from the histogram, each bin represented
     by its geometric centre ``2^((b + 0.5)/16)``; non-positive values quantize to 0 exactly and add
     no error, NaN and ``+inf`` are left out. ``s`` is searched over ``(0, max_value/(L−1)]`` (a dense
-    grid plus golden-section refinement, deterministic).
+    grid plus golden-section refinement, deterministic), then rounded to ``STEP_BITS`` significant bits.
 
     Args:
-        hist: calibration histogram; levels: L (2..256); name: tensor name for warnings.
+        hist: calibration histogram; levels: L (2..256); name: tensor name for warnings; dyadic: round the
+            step to ``STEP_BITS`` significant bits (off: the searched step, e.g. as a start for Lloyd).
         **_: options of other fitters, ignored.
 
     Returns:
         An :class:`ActQuantizer` with ``method="linear"`` (``fsr``/``step`` are None) and
-        ``info = {"scale", "mse"}``; the all-zero quantizer when there are no finite positives.
+        ``info = {"scale", "fitted_scale", "mse"}`` (the step used, the step searched); the all-zero quantizer when there are no finite positives.
     """
     L = int(levels)
     if not 2 <= L <= 256:
@@ -44,8 +61,9 @@ def fit_linear_act(hist: LogHistogram, levels: int, *, name: str = "activation",
     stats = SortedStats(centres, weights=hist.counts[nz])
     n = np.arange(L)
     top = hist.max_value if hist.max_value > 0 else float(centres[-1])  # histograms built from counts
-    s = minimize_scale(lambda x: stats.sse(x * n), top / (L - 1))
+    fitted = minimize_scale(lambda x: stats.sse(x * n), top / (L - 1))
+    s = dyadic_step(fitted) if dyadic else fitted
     values = s * n
     thresholds = (n[:-1] + 0.5) * s
     mse = stats.sse(values) / max(hist.total - hist.n_nan - hist.n_posinf, 1)
-    return ActQuantizer(values, thresholds, "linear", info={"scale": s, "mse": mse})
+    return ActQuantizer(values, thresholds, "linear", info={"scale": s, "fitted_scale": fitted, "mse": mse})

@@ -14,6 +14,7 @@ centre: with point masses Lloyd would fit the bin centres, not the data. Non-pos
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def fit_lloyd_act(hist: LogHistogram, levels: int, *, name: str = "activation", 
     stats = SortedStats(*hist.spread_points(SUBPOINTS))
     # both starts see the same positive bins as above, so neither is the all-zero quantizer here
     runs = [(*_lloyd(stats, fit(hist, L, name=name).values), start)
-            for start, fit in (("logmse", fit_logquant_mse), ("linear", fit_linear_act))]
+            for start, fit in (("logmse", fit_logquant_mse), ("linear", partial(fit_linear_act, dyadic=False)))]
     values, err, start = min(runs, key=lambda r: r[1])     # ties keep the first (logmse) start, as before
     thresholds = 0.5 * (values[1:] + values[:-1])
     mse = err / max(hist.total - hist.n_nan - hist.n_posinf, 1)

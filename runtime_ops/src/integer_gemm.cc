@@ -311,46 +311,33 @@ bool build_float_octave_index(const int32_t* bits, int count, FloatThresholds* o
   return true;
 }
 
-// ThresholdTable::uniform* when t[1..reachable) is evenly spaced (t non-decreasing; see there)
-void build_uniform_index(const int32_t* t, int count, int reachable, ThresholdTable* out) {
-  out->uniform_ok = false;
-  if (count <= 15 || reachable < 3 || t[1] < -(int32_t(1) << 30)) return;
-  const int64_t step = int64_t(t[2]) - t[1];
-  if (step < 1 || step * (reachable - 1) > std::numeric_limits<int32_t>::max()) return;
-  for (int j = 2; j < reachable; ++j)
-    if (int64_t(t[j]) - t[j - 1] != step) return;
-  out->uniform_ok = true;
-  out->uniform_reach = reachable;
-  out->uniform_step = static_cast<int32_t>(step);
-  out->uniform_cap = static_cast<int32_t>(step * (reachable - 2));
-  out->uniform_inv = static_cast<float>(1.0 / static_cast<double>(step));
+// ThresholdTable::runs over t[1..reachable) (t non-decreasing; see ThresholdRuns)
+void build_int_runs(const int32_t* t, int count, int reachable, ThresholdTable* out) {
+  out->runs.count = 0;
+  if (count <= 15 || reachable < 2) return;
+  std::vector<int64_t> v(t, t + reachable);
+  build_threshold_runs(v.data(), 1, reachable, 2, &out->runs);
 }
 
-// FloatThresholds::uniform* when t[1..count) are evenly spaced multiples of one power of two (see there)
-void build_float_uniform_index(const float* t, int count, FloatThresholds* out) {
-  out->uniform_ok = false;
+// FloatThresholds::runs when t[1..count) are multiples of one power of two below 2^24 of it (see there)
+void build_float_runs(const float* t, int count, FloatThresholds* out) {
+  out->runs.count = 0;
   if (count <= 15 || !(t[1] > 0.0f)) return;
   int unit = std::numeric_limits<int>::max();   // E: the lowest set bit's exponent over t[1..count)
   for (int j = 1; j < count; ++j) {
     if (!std::isfinite(t[j])) return;
     int e;
-    const double m = std::frexp(static_cast<double>(t[j]), &e);    // t = m · 2^e, m in [0.5, 1) with 24 bits
-    const int64_t mant = static_cast<int64_t>(std::ldexp(m, 24));
-    unit = std::min(unit, e - 24 + __builtin_ctzll(static_cast<uint64_t>(mant)));
+    const double m = std::frexp(static_cast<double>(t[j]), &e);    // t = m · 2^e, m in [0.5, 1) with ≤ 24 bits
+    const auto mant = static_cast<uint64_t>(std::ldexp(m, 24));
+    unit = std::min(unit, e - 24 + __builtin_ctzll(mant));
   }
-  auto n_of = [&](int j) { return std::ldexp(static_cast<double>(t[j]), -unit); };   // exact integers
-  const double n1 = n_of(1), step = n_of(2) - n1, top = n_of(count - 1);
-  if (step < 1.0 || top >= 16777216.0) return;
-  for (int j = 2; j < count; ++j)
-    if (n_of(j) - n_of(j - 1) != step) return;
   const float unit_inv = std::ldexp(1.0f, -unit);
-  if (!std::isnormal(unit_inv)) return;
-  out->uniform_ok = true;
-  out->uniform_unit_inv = unit_inv;
-  out->uniform_top = t[count - 1];
-  out->uniform_n1 = static_cast<int32_t>(n1);
-  out->uniform_step = static_cast<int32_t>(step);
-  out->uniform_inv = static_cast<float>(1.0 / step);
+  if (!std::isnormal(unit_inv) || std::ldexp(static_cast<double>(t[count - 1]), -unit) >= 16777216.0) return;
+  std::vector<int64_t> n(static_cast<size_t>(count));
+  for (int j = 1; j < count; ++j) n[static_cast<size_t>(j)] = static_cast<int64_t>(std::ldexp(static_cast<double>(t[j]), -unit));
+  if (!build_threshold_runs(n.data(), 1, count, 2, &out->runs)) return;
+  out->runs_unit_inv = unit_inv;
+  out->runs_top = t[count - 1];
 }
 
 }  // namespace
@@ -362,12 +349,43 @@ bool cpu_supports_avx512_vbmi() {
   return cpu_supports_avx512() && __builtin_cpu_supports("avx512vbmi");
 }
 
-std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, bool uniform_ok) {
+bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out) {
+  out->count = 0;
+  if (end <= begin || v[begin] < -(int64_t(1) << 30) || v[end - 1] >= (int64_t(1) << 31)) return false;
+  int k = 0;
+  for (int j = begin; j < end;) {
+    if (k == kMaxRuns) return false;
+    const int64_t step = j + 1 < end ? v[j + 1] - v[j] : 1;
+    if (step < 1) return false;   // equal thresholds: no arithmetic on them
+    int len = 1;
+    while (j + len < end && v[j + len] - v[j + len - 1] == step) ++len;
+    const int64_t cap = step * (len - 1);
+    if (cap + step > std::numeric_limits<int32_t>::max()) return false;
+    out->start[k] = static_cast<int32_t>(v[j]);
+    out->step[k] = static_cast<int32_t>(step);
+    out->cap[k] = static_cast<int32_t>(cap);
+    out->first[k] = first_level + (j - begin);
+    out->inv[k] = static_cast<float>(1.0 / static_cast<double>(step));
+    ++k;
+    j += len;
+  }
+  for (int i = k; i < 16; ++i) {   // never selected: a lane's run index is < count
+    out->start[i] = std::numeric_limits<int32_t>::max();
+    out->step[i] = 1;
+    out->cap[i] = 0;
+    out->first[i] = 0;
+    out->inv[i] = 1.0f;
+  }
+  out->count = k;
+  return true;
+}
+
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs) {
   const char* want = std::getenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX");
   if (want == nullptr || want[0] == '\0' || want[0] == '0' || count <= 15) return "";
   const std::string w(want);
-  if (w == "octave" ? octave_ok : w == "uniform" ? uniform_ok : (packed_ok || octave_ok || uniform_ok)) return "";
-  const std::string got = uniform_ok  ? "the arithmetic index"
+  if (w == "octave" ? octave_ok : w == "arithmetic" ? runs > 0 : (packed_ok || octave_ok || runs > 0)) return "";
+  const std::string got = runs > 0  ? "the arithmetic index (" + std::to_string(runs) + " runs)"
                           : octave_ok ? "the octave index"
                           : packed_ok ? "the packed index at P = " + std::to_string(packed_bits)
                                       : "no O(1) index (bucket / binary search)";
@@ -397,16 +415,16 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   out->packed_ok = false;
   out->packed.clear();
   out->octave_ok = false;
-  out->uniform_ok = false;
+  out->runs.count = 0;
   if (count < 1 || t[0] < 1) {
     int reachable = 0;
     while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
-    build_uniform_index(t, count, reachable, out);   // needs no positive t[0]
+    build_int_runs(t, count, reachable, out);   // needs no positive t[0]
     return;
   }
   int reachable = 0;
   while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
-  build_uniform_index(t, count, reachable, out);
+  build_int_runs(t, count, reachable, out);
   // the gather-free octave index (AVX-512 VBMI only; built when this CPU can use it)
   out->octave_ok = cpu_supports_avx512_vbmi() && build_octave_index(t, reachable, out);
   for (int p = 5; p <= 9 && !out->packed_ok; ++p) {
@@ -460,7 +478,7 @@ void build_float_thresholds(const float* t, int count, FloatThresholds* out) {
   out->octave_ok = false;
   out->packed_ok = false;
   out->packed.clear();
-  build_float_uniform_index(t, count, out);
+  build_float_runs(t, count, out);
   if (count < 1 || !(t[0] > 0.0f)) return;
   int32_t bits[256];
   for (int j = 0; j < count; ++j) std::memcpy(&bits[j], &t[j], sizeof(int32_t));

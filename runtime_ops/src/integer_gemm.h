@@ -22,6 +22,29 @@
 
 namespace wq {
 
+// The arithmetic threshold index: t[1..reach) as at most kMaxRuns runs of evenly spaced integers, run k from
+// threshold index j_k on: t[j] = start[k] + (j - j_k)·step[k] for its len_k thresholds. For v ≥ t[1]:
+//   k = #{k ≥ 1 : v ≥ start[k]},  level = first[k] + floor(min(v - start[k], cap[k]) / step[k])
+// with first[k] = j_k + 1 (every threshold before the run, and the run's first, are ≤ v) and cap[k] = (len_k - 1)·
+// step[k]; below t[1] the level is [v ≥ t[0]]. A vector path estimates the quotient with one float multiply by
+// inv[k] ≈ 1/step[k] (relative error < 2^-22: off by at most one below 2^21) and corrects it exactly with the
+// integer remainder, and reads the run's constants with register permutes: no gather, no table in memory.
+// Valid when start[0] ≥ -2^30 (so v - start fits int32 for |v| < 2^30) and cap[k] + step[k] < 2^31.
+constexpr int kMaxRuns = 8;
+struct ThresholdRuns {
+  int count = 0;                 // runs; 0: no index
+  alignas(64) int32_t start[16];
+  alignas(64) int32_t step[16];
+  alignas(64) int32_t cap[16];
+  alignas(64) int32_t first[16];
+  alignas(64) float inv[16];
+};
+
+// Splits v[begin..end) (non-decreasing int64 values) into runs of equal spacing: true and *out filled when there are
+// at most kMaxRuns and every value, spacing and cap fits the vector arithmetic; false (count = 0) otherwise.
+// `first_level` is the level at v[begin] (the number of thresholds up to and including it).
+bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out);
+
 // int32 "≥" thresholds of a fused output quantizer, padded for vector counting: level = #{j : t[j] ≤ acc}.
 struct ThresholdTable {
   int count = 0;               // L - 1, 1..255
@@ -70,19 +93,11 @@ struct ThresholdTable {
   alignas(64) int32_t octave[32];
   alignas(64) uint32_t octave_class[64];
   alignas(64) uint8_t octave_small[256];
-  // Arithmetic index (uniform_ok; uniform level sets, e.g. the linear activation quantizer, whose step the compiler
-  // keeps to a few significant bits so that its integer thresholds come out exactly evenly spaced): the reachable
-  // thresholds (those < 2^30, `uniform_reach` ≥ 3 of them) are t[0] ≤ t[1] and t[j] = t[1] + (j - 1)·D for j ≥ 1.
-  // For v ≥ t[1]: level = 2 + q with q = floor(min(v - t[1], uniform_cap) / D), uniform_cap = (reach - 2)·D;
-  // otherwise level = [v ≥ t[0]] (t[0] stands apart: the compiler's strict first threshold is one above the grid).
-  // A vector path estimates q with one float multiply by uniform_inv ≈ 1/D (relative error < 2^-22, so off by at
-  // most one for q < 2^21) and corrects it exactly with the integer remainder: no gather, no table.
-  // Built when count > 15, t[1] ≥ -2^30 (so v - t[1] fits int32) and (reach - 1)·D < 2^31 (so q·D does).
-  bool uniform_ok = false;
-  int32_t uniform_reach = 0;
-  int32_t uniform_step = 1;        // D ≥ 1
-  int32_t uniform_cap = 0;
-  float uniform_inv = 1.0f;
+  // Arithmetic index (runs.count > 0): piecewise evenly spaced sets (the compiler's segmented and linear activation
+  // quantizers, whose step has few significant bits so that their integer thresholds come out exactly evenly
+  // spaced within each run): see ThresholdRuns. t[0] stands apart (the compiler's strict first threshold is one
+  // above the grid); the runs cover t[1..reach), reach = #{j : t[j] < 2^30}.
+  ThresholdRuns runs;
 };
 
 // The bucket of v at P bits of resolution (P = 5 is threshold_bucket): 0 for v ≤ 0, else 1 + 2^P·e + m.
@@ -145,29 +160,26 @@ struct FloatThresholds {
   int32_t octave_wrap_add = 0;
   alignas(64) int32_t octave[32];
   alignas(64) uint32_t octave_class[64];
-  // Arithmetic index (uniform_ok), as ThresholdTable::uniform on the integers the thresholds are multiples of:
-  // t[j] = (N1 + (j - 1)·K)·u for j ≥ 1 with u = 2^E (exact: the linear activation quantizer's thresholds are
-  // dyadic with few significant bits), every N < 2^24. For x ≥ t[1] (so x > 0; +Inf included):
-  //   n = trunc(min(x, t[count - 1]) / u) (exact: a power-of-two scaling of a float below 2^24·u),
-  //   level = 2 + (n - N1) / K   (x ≥ t[j] ⇔ n ≥ N_j, the N_j being integers);
-  // otherwise level = [x ≥ t[0]] (NaN: 0). Built when count > 15 and every threshold is finite.
-  bool uniform_ok = false;
-  float uniform_unit_inv = 1.0f;   // 2^-E
-  float uniform_top = 0.0f;        // t[count - 1]
-  int32_t uniform_n1 = 0;
-  int32_t uniform_step = 1;        // K ≥ 1
-  float uniform_inv = 1.0f;        // ≈ 1/K
+  // Arithmetic index (runs.count > 0), ThresholdTable::runs on the integers the thresholds are multiples of:
+  // t[j] = N_j·u for j ≥ 1 with u = 2^E and every N_j < 2^24 an integer (the segmented / linear quantizers'
+  // thresholds are dyadic with few significant bits). For x ≥ t[1] (so x > 0; +Inf included)
+  //   n = trunc(min(x, t[count - 1]) · 2^-E)   (exact: a power-of-two scaling of a float below 2^24·u)
+  // and x ≥ t[j] ⇔ n ≥ N_j (N_j an integer), so level = the runs' count for n; below t[1] it is [x ≥ t[0]] (NaN: 0).
+  // Built when count > 15 and every threshold is finite.
+  ThresholdRuns runs;
+  float runs_unit_inv = 1.0f;   // 2^-E
+  float runs_top = 0.0f;        // t[count - 1]
 };
 
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
 void build_float_thresholds(const float* t, int count, FloatThresholds* out);
 
-// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave (or =uniform) makes a table
+// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave (or =arithmetic) makes a table
 // of more than 15 thresholds without the octave-class (arithmetic) index an error, any other value not starting
 // with '0' one without any of the packed, octave or arithmetic indexes (i.e. left to the bucket / binary search).
 // Returns the complaint (naming the index the table got) or "" (the callers fail() with it, so tests prove which
 // index a set gets).
-std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, bool uniform_ok = false);
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs = 0);
 
 // One output plane of a depthwise convolution (one input channel, one filter), accumulators only.
 // The caller passes the input already zero-padded (pad_top = pad_left = 0) with at least 256 readable int16 past the

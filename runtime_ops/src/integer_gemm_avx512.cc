@@ -314,28 +314,42 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
 }
 
-// The arithmetic index (ThresholdTable::uniform_ok, evenly spaced sets): q = floor(d / D) estimated with one float
-// multiply (within one of the truth, see there) and made exact with the integer remainder d - q·D.
-struct UniformRegs {
-  __m512i t0, t1, step, cap;
+// The arithmetic index (ThresholdRuns): the lane's run from S - 1 compares with the runs' starts, its constants by
+// register permutes, q = floor(d / step) estimated with one float multiply (within one of the truth, see there)
+// and made exact with the integer remainder d - q·step.
+struct RunRegs {
+  __m512i start, step, cap, first, t0, t1;
   __m512 inv;
-  explicit UniformRegs(const ThresholdTable* t)
-      : t0(_mm512_set1_epi32(t->padded[0])), t1(_mm512_set1_epi32(t->padded[1])),
-        step(_mm512_set1_epi32(t->uniform_step)), cap(_mm512_set1_epi32(t->uniform_cap)),
-        inv(_mm512_set1_ps(t->uniform_inv)) {}
+  __m512i starts[kMaxRuns];   // broadcasts of start[1..count)
+  int n = 0;
+  RunRegs() = default;   // unused (no runs)
+  RunRegs(const ThresholdRuns& r, int32_t t0v, int32_t t1v)
+      : start(_mm512_load_si512(r.start)), step(_mm512_load_si512(r.step)), cap(_mm512_load_si512(r.cap)),
+        first(_mm512_load_si512(r.first)), t0(_mm512_set1_epi32(t0v)), t1(_mm512_set1_epi32(t1v)),
+        inv(_mm512_load_ps(r.inv)), n(r.count) {
+    for (int k = 1; k < n; ++k) starts[k] = _mm512_set1_epi32(r.start[k]);
+  }
+  explicit RunRegs(const ThresholdTable* t) : RunRegs(t->runs, t->padded[0], t->padded[1]) {}
 };
 
-__attribute__((always_inline)) inline __m512i count_levels_uniform(__m512i v, const UniformRegs& R) {
+// level of n ≥ start[0] (lanes below it produce a value the callers mask off)
+__attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunRegs& R) {
   const __m512i one = _mm512_set1_epi32(1);
-  const __mmask16 ge1 = _mm512_cmpge_epi32_mask(v, R.t1);
-  // d = min(max(v, t1) - t1, cap): 0 ≤ d ≤ (reach - 2)·D, no overflow (t1 ≥ -2^30, v ≤ 2^30 - 1)
-  const __m512i d = _mm512_min_epi32(_mm512_sub_epi32(_mm512_max_epi32(v, R.t1), R.t1), R.cap);
-  __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), R.inv));
-  const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, R.step));
+  __m512i k = _mm512_setzero_si512();
+  for (int i = 1; i < R.n; ++i) k = _mm512_mask_add_epi32(k, _mm512_cmpge_epi32_mask(v, R.starts[i]), k, one);
+  const __m512i start = _mm512_permutexvar_epi32(k, R.start), step = _mm512_permutexvar_epi32(k, R.step);
+  // d = min(max(v, start) - start, cap): no overflow (start ≥ -2^30, v < 2^30)
+  const __m512i d = _mm512_min_epi32(_mm512_sub_epi32(_mm512_max_epi32(v, start), start), _mm512_permutexvar_epi32(k, R.cap));
+  __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k, R.inv)));
+  const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, step));
   q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()), q, one);
-  q = _mm512_mask_add_epi32(q, _mm512_cmpge_epi32_mask(r, R.step), q, one);
-  const __m512i below = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(v, R.t0), one);   // [v ≥ t0]
-  return _mm512_mask_add_epi32(below, ge1, q, _mm512_set1_epi32(2));
+  q = _mm512_mask_add_epi32(q, _mm512_cmpge_epi32_mask(r, step), q, one);
+  return _mm512_add_epi32(_mm512_permutexvar_epi32(k, R.first), q);
+}
+
+__attribute__((always_inline)) inline __m512i count_levels_runs(__m512i v, const RunRegs& R) {
+  const __m512i below = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(v, R.t0), _mm512_set1_epi32(1));   // [v ≥ t0]
+  return _mm512_mask_mov_epi32(below, _mm512_cmpge_epi32_mask(v, R.t1), runs_level(v, R));
 }
 
 // The octave-class index (ThresholdTable::octave_ok, log-spaced sets): two dword permutes (octave entry, class
@@ -450,13 +464,13 @@ __attribute__((noinline)) __m512i count_levels_far(__m512i v, const ThresholdTab
 
 // One tile row over the arithmetic index: its constants are set up once for the row's NV vectors
 template <int NV>
-__attribute__((noinline)) void edge_row_uniform(__m512i a0, __m512i a1, __m512i a2, __mmask16 m0, __mmask16 m1,
-                                                __mmask16 m2, int32_t bias, const ThresholdTable* t, uint8_t* out) {
-  const UniformRegs R(t);
+__attribute__((noinline)) void edge_row_runs(__m512i a0, __m512i a1, __m512i a2, __mmask16 m0, __mmask16 m1,
+                                             __mmask16 m2, int32_t bias, const ThresholdTable* t, uint8_t* out) {
+  const RunRegs R(t);
   const __m512i b = _mm512_set1_epi32(bias);
-  _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a0, b), R)));
-  if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a1, b), R)));
-  if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_uniform(_mm512_add_epi32(a2, b), R)));
+  _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs(_mm512_add_epi32(a0, b), R)));
+  if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs(_mm512_add_epi32(a1, b), R)));
+  if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs(_mm512_add_epi32(a2, b), R)));
 }
 
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
@@ -478,8 +492,8 @@ __attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m5
                                                     __mmask16 m1, __mmask16 m2, const TileEdge& e) {
   if (e.tables != nullptr && !e.raw) {
     const ThresholdTable* t = e.tables[r];
-    if (t->blocks > 1 && t->uniform_ok) {
-      edge_row_uniform<NV>(a0, a1, a2, m0, m1, m2, e.bias[r], t, static_cast<uint8_t*>(e.out[r]));
+    if (t->blocks > 1 && t->runs.count > 0) {
+      edge_row_runs<NV>(a0, a1, a2, m0, m1, m2, e.bias[r], t, static_cast<uint8_t*>(e.out[r]));
       return;
     }
     if (t->blocks > 1 && t->octave_ok) {
@@ -887,12 +901,12 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
     }
   }
-  if (t->blocks > 1 && t->uniform_ok) {
-    const UniformRegs R(t);
+  if (t->blocks > 1 && t->runs.count > 0) {
+    const RunRegs R(t);
     for (; i < n; i += 16) {
       const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
       const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_uniform(v, R)));
+      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_runs(v, R)));
     }
     return;
   }
@@ -919,22 +933,17 @@ namespace {
 
 // QRelu's level of 16 floats in the lanes of m (0 elsewhere): the 32-bit bucket index (FloatThresholds::packed)
 // when there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
-inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
-  if (t->blocks > 1 && t->uniform_ok) {   // the arithmetic index: no lookup
+// R: RunRegs(t->runs, 0, 0) when t has the arithmetic index (built once per call of the caller)
+inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t, const RunRegs& R) {
+  if (t->blocks > 1 && t->runs.count > 0) {   // the arithmetic index on n = x / 2^E: no lookup
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i below = _mm512_maskz_mov_epi32(_mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ), one);
     const __mmask16 ge1 = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[1]), _CMP_GE_OQ);
     if (ge1 == 0) return below;
-    // other lanes (NaN, below t[1]) compute garbage that the mask drops
-    const __m512 c = _mm512_min_ps(v, _mm512_set1_ps(t->uniform_top));
-    const __m512i d = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(t->uniform_unit_inv))),
-                                       _mm512_set1_epi32(t->uniform_n1));
-    const __m512i step = _mm512_set1_epi32(t->uniform_step);
-    __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(t->uniform_inv)));
-    const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, step));
-    q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()), q, one);
-    q = _mm512_mask_add_epi32(q, _mm512_cmpge_epi32_mask(r, step), q, one);
-    return _mm512_mask_add_epi32(below, ge1, q, _mm512_set1_epi32(2));
+    // other lanes (NaN, below t[1]) compute a value the mask drops
+    const __m512 c = _mm512_min_ps(v, _mm512_set1_ps(t->runs_top));
+    const __m512i n = _mm512_cvttps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(t->runs_unit_inv)));
+    return _mm512_mask_mov_epi32(below, ge1, runs_level(n, R));
   }
   if (t->blocks > 1 && t->octave_ok) {   // the octave-class index: register permutes, no gather
     const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
@@ -993,15 +1002,17 @@ inline __m512 decode256(__m512i idx, const float* table256, bool small) {
 }  // namespace
 
 void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
+  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(_mm512_maskz_loadu_ps(m, x + i), m, t)));
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(_mm512_maskz_loadu_ps(m, x + i), m, t, R)));
   }
 }
 
 void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size, uint8_t* y,
                size_t n, const FloatThresholds* t) {
   const bool small = table_size <= 32;   // levels < 32 (checked by the caller): one permute
+  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     __m512 vb;
@@ -1012,7 +1023,7 @@ void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* t
       vb = decode256(idx, table256, small);
     }
     const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), vb);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t, R)));
   }
 }
 
@@ -1028,6 +1039,7 @@ WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, c
     return;
   }
   const uint8_t* planes = reinterpret_cast<const uint8_t*>(table256 + 256);
+  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
   __m512i p[4][4];
   for (int k = 0; k < 4; ++k)
     for (int q = 0; q < 4; ++q) p[k][q] = _mm512_load_si512(planes + 256 * k + 64 * q);
@@ -1039,7 +1051,7 @@ WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, c
       const int c = static_cast<int>(cnt) - 16 * q;
       const __mmask16 m = tail_mask(c);
       const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i + 16 * q), _mm512_castsi512_ps(dec[q]));
-      _mm_mask_storeu_epi8(y + i + 16 * q, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t)));
+      _mm_mask_storeu_epi8(y + i + 16 * q, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t, R)));
     }
   }
 }
@@ -1269,9 +1281,9 @@ struct OctaveLanes {     // log-spaced sets (octave_ok): register permutes only
   OctaveRegs regs;
   WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_octave<Two>(v, regs); }
 };
-struct UniformLanes {    // evenly spaced sets (uniform_ok): arithmetic only
-  UniformRegs regs;
-  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_uniform(v, regs); }
+struct RunLanes {        // piecewise evenly spaced sets (the arithmetic index): arithmetic and permutes only
+  RunRegs regs;
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_runs(v, regs); }
 };
 struct PackedLanes {     // one masked dword gather (packed_ok)
   const ThresholdTable* t;
@@ -1430,7 +1442,7 @@ WQ_VBMI uint8_t lanes_shape(const DepthwiseLanes& p, const Quant& quant) {
 WQ_VBMI uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p) {
   const ThresholdTable* t = p.table;
   if (t->blocks == 1) return lanes_shape(p, Search16Lanes(t));
-  if (t->uniform_ok) return lanes_shape(p, UniformLanes{UniformRegs(t)});
+  if (t->runs.count > 0) return lanes_shape(p, RunLanes{RunRegs(t)});
   if (t->octave_ok)
     return t->octave_classes > 1 ? lanes_shape(p, OctaveLanes<true>{octave_regs(t)})
                                  : lanes_shape(p, OctaveLanes<false>{octave_regs(t)});

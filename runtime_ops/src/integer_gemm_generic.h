@@ -124,16 +124,21 @@ inline int count_le_packed(const wq::ThresholdTable* t, int32_t v) {
   return static_cast<int>(g & 0xFFu) + (static_cast<uint32_t>(v) - start >= g >> 8);
 }
 
-// #{j : t[j] ≤ v} through the arithmetic index (ThresholdTable::uniform_ok): an integer division
-inline int count_le_uniform(const wq::ThresholdTable* t, int32_t v) {
-  if (v < t->padded[1]) return v >= t->padded[0];
-  const int32_t d = v - t->padded[1];   // ≥ 0; t[1] ≥ -2^30 keeps it in int32
-  return 2 + (d < t->uniform_cap ? d : t->uniform_cap) / t->uniform_step;
+// The level of v ≥ runs.start[0] through the arithmetic index (ThresholdRuns): integer division in its run
+inline int runs_level(const wq::ThresholdRuns& r, int32_t v) {
+  int k = 0;
+  while (k + 1 < r.count && v >= r.start[k + 1]) ++k;
+  const int32_t d = v - r.start[k];   // ≥ 0; start ≥ -2^30 keeps it in int32
+  return r.first[k] + (d < r.cap[k] ? d : r.cap[k]) / r.step[k];
+}
+
+inline int count_le_runs(const wq::ThresholdTable* t, int32_t v) {
+  return v < t->padded[1] ? v >= t->padded[0] : runs_level(t->runs, v);
 }
 
 inline void edge_levels_generic(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const wq::ThresholdTable* t) {
-  if (t->count > 15 && t->uniform_ok) {
-    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_uniform(t, acc[i] + bias));
+  if (t->count > 15 && t->runs.count > 0) {
+    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_runs(t, acc[i] + bias));
     return;
   }
   if (t->count > 15 && t->packed_ok) {   // one load per output (dense 8-bit sets leave the bucket index to search)
@@ -160,18 +165,17 @@ inline int count_le_f32_packed(const wq::FloatThresholds* t, float v) {
   return static_cast<int>(g & 0xFFu) + ((static_cast<uint32_t>(bits) & ((1u << t->packed_shift) - 1u)) >= g >> 8);
 }
 
-// #{j : t[j] ≤ v} through FloatThresholds::uniform (uniform_ok): an integer division
-inline int count_le_f32_uniform(const wq::FloatThresholds* t, float v) {
+// #{j : t[j] ≤ v} through FloatThresholds::runs: the integer n = v / 2^E, then as count_le_runs
+inline int count_le_f32_runs(const wq::FloatThresholds* t, float v) {
   if (!(v >= t->padded[1])) return v >= t->padded[0];   // NaN: 0
-  const float c = v < t->uniform_top ? v : t->uniform_top;
-  const int32_t d = static_cast<int32_t>(c * t->uniform_unit_inv) - t->uniform_n1;
-  return 2 + d / t->uniform_step;
+  const float c = v < t->runs_top ? v : t->runs_top;
+  return runs_level(t->runs, static_cast<int32_t>(c * t->runs_unit_inv));
 }
 
 template <class Value>
 inline void qrelu_each(uint8_t* y, size_t n, const wq::FloatThresholds* t, Value value) {
-  if (t->count > 15 && t->uniform_ok) {
-    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32_uniform(t, value(i)));
+  if (t->count > 15 && t->runs.count > 0) {
+    for (size_t i = 0; i < n; ++i) y[i] = static_cast<uint8_t>(count_le_f32_runs(t, value(i)));
     return;
   }
   if (t->count > 15 && t->packed_ok) {

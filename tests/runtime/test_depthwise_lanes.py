@@ -117,7 +117,7 @@ def test_depthwise_lanes_random(isa, seed, monkeypatch):
     t = case["thresholds"]
     if t is not None and seed % 4 == 3 and t.shape[0] == 1 and t.shape[1] > 15:
         # an evenly spaced set: the arithmetic index (UniformLanes), never a lookup
-        monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "uniform")
+        monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
     _check(case, isa, as_inputs=seed % 10 == 3, threads=1 + seed % 2)
 
 

@@ -1,12 +1,14 @@
-"""The arithmetic threshold index (ThresholdTable::uniform_ok) against #{j : T_j <= acc}.
+"""The arithmetic threshold index (ThresholdRuns: ThresholdTable::runs, FloatThresholds::runs) against
+#{j : T_j <= acc}.
 
-Evenly spaced sets (the linear activation quantizer's, whose step the compiler keeps to a few significant bits so
-that its integer thresholds are exactly T_j = T_1 + (j - 1)·D) are counted with one float multiply and an integer
-correction instead of a lookup. The cases cover the spacing from D = 1 to the int32 limit of (reach - 1)·D, a first
+Piecewise evenly spaced sets (the segmented and linear activation quantizers', whose step the compiler keeps to a
+few significant bits so that their integer thresholds are exactly T_j = start_k + (j - j_k)·D_k within each of at
+most 8 runs) are counted with one float multiply and an integer correction instead of a lookup. The cases cover
+one to eight runs with arbitrary jumps between them, the spacing from D = 1 to the int32 limit of (reach - 1)·D, a first
 threshold apart from the grid (the strict T_0 = T_1 - D + 1) or equal to T_1, negative thresholds, the unreachable
 2^30 tail, 16..255 thresholds, and accumulators on, just below, between and far outside the thresholds, through the
 same K = 1 layers as the other threshold tests (QGemm, the register-tiled QConv edge, depthwise), with
-WQCOMPILE_REQUIRE_THRESHOLD_INDEX=uniform (a table without the arithmetic index is an error). Sets one off the grid
+WQCOMPILE_REQUIRE_THRESHOLD_INDEX=arithmetic (a table without the arithmetic index is an error). Sets one off the grid
 must not get it and still count exactly.
 """
 
@@ -46,12 +48,35 @@ def _uniform_row(rng, count: int) -> np.ndarray:
     return np.clip(t, -LIMIT, LIMIT)
 
 
+def _runs_row(rng, count: int) -> np.ndarray:
+    """Up to kMaxRuns = 8 runs with their own spacings (growing like the segmented quantizer's, or arbitrary),
+    the jumps between runs of any size, a strict first threshold; sometimes a 2^30 tail."""
+    runs = int(rng.integers(2, 9))
+    cuts = np.sort(rng.choice(np.arange(2, count), size=min(runs - 1, count - 2), replace=False))
+    t = np.empty(count, dtype=np.int64)
+    base = int(rng.integers(-2**20, 2**20)) if rng.random() < 0.3 else int(rng.integers(1, 1000))
+    step = int(np.exp2(rng.uniform(0, 12)))
+    j = 1
+    t[1] = base
+    for end in list(cuts) + [count]:
+        for i in range(j + 1, end):
+            t[i] = t[i - 1] + step
+        if end < count:
+            t[end] = t[end - 1] + int(rng.integers(1, 3 * step + 2))   # the jump into the next run
+            step = step * int(rng.choice([1, 2, 4])) if rng.random() < 0.7 else int(np.exp2(rng.uniform(0, 14)))
+            j = end
+    t[0] = t[1] - int(rng.integers(0, 2 * step + 1))
+    if rng.random() < 0.3:
+        t[int(rng.integers(3, count)):] = LIMIT
+    return np.clip(t, -LIMIT, LIMIT)
+
+
 def _rows(seed: int, off_grid: bool):
     rng = np.random.default_rng(4400 + seed)
     count = int(rng.choice([16, 17, 64, 200, 255, 255]))
     rows = []
     for _ in range(3):
-        t = _uniform_row(rng, count)
+        t = _uniform_row(rng, count) if seed % 2 == 0 or off_grid else _runs_row(rng, count)
         if off_grid:   # one threshold of the grid moved by one: no arithmetic index, the same levels
             reach = int(np.sum(t < LIMIT))
             j = int(rng.integers(2, max(reach - 1, 3)))
@@ -71,9 +96,9 @@ def _probes(rng, t):
 
 
 def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
-    """A single-output QGemm with thresholds ``t``: runs under REQUIRE=uniform iff ``want_uniform``."""
+    """A single-output QGemm with thresholds ``t``: runs under REQUIRE=arithmetic iff ``want_uniform``."""
     n = 1
-    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "uniform")
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
     attrs = dict(w_bits=1, w_shift=[0], x_shift=0, x_max=32767, w_shape=[n, 1])
     x = np.zeros((1, 1), dtype=np.float32)
     model = model_of("QGemm", [("X", x), ("W", pack_naive(np.zeros(n, dtype=np.int64), 1)),
@@ -83,7 +108,7 @@ def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
     if want_uniform:
         run_ort(model, {"X": x}, isa)
     else:
-        with pytest.raises(Exception, match="REQUIRE_THRESHOLD_INDEX=uniform"):
+        with pytest.raises(Exception, match="REQUIRE_THRESHOLD_INDEX=arithmetic"):
             run_ort(model, {"X": x}, isa)
 
 
@@ -91,7 +116,7 @@ def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_uniform_thresholds(isa, seed, op, monkeypatch):
-    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "uniform")
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
     rng, rows = _rows(seed, off_grid=False)
     bias, row_of = probe_biases(rng, rows, _probes)
     check_levels(rng, rows[row_of].astype(np.int32), bias, op, isa, threads=1 + seed % 2)
@@ -117,8 +142,11 @@ def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
     tail[200:] = LIMIT                    # unreachable thresholds past a folded Clip
     _check_refusal(tail, monkeypatch, isa, True)
     moved = grid.copy()
-    moved[100] += 1
-    _check_refusal(moved, monkeypatch, isa, False)
+    moved[100] += 1                       # splits the run in three
+    _check_refusal(moved, monkeypatch, isa, True)
+    scattered = grid.copy()
+    scattered[10:250:25] += 1             # ten moved thresholds: more than 8 runs
+    _check_refusal(scattered, monkeypatch, isa, False)
     step = (2**31 - 2) // 253            # all 255 reachable, but (reach - 1)·D ≥ 2^31: q·D could overflow
     wide = -LIMIT + step * (np.arange(255, dtype=np.int64) - 1)
     wide[0] = wide[1]
@@ -126,6 +154,16 @@ def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
     _check_refusal(wide, monkeypatch, isa, False)
     few = grid[:15]                       # ≤ 15 thresholds: the in-register search, no index needed
     _check_refusal(few, monkeypatch, isa, True)
+    eight = np.concatenate([1000 + (2 * k + 1) * np.arange(32, dtype=np.int64) * 64 + 10**6 * k for k in range(8)])
+    _check_refusal(eight[:255], monkeypatch, isa, True)   # 8 runs
+    nine = eight.copy()
+    nine[250] += 1                        # a 9th run
+    _check_refusal(nine[:255], monkeypatch, isa, False)
+    dup = grid.copy()
+    dup[50] = dup[49]                     # two equal thresholds: a run boundary between them, still arithmetic
+    _check_refusal(dup, monkeypatch, isa, True)
+    dup[51] = dup[49]                     # three: a run of spacing 0, no arithmetic on it
+    _check_refusal(dup, monkeypatch, isa, False)
 
 
 # ---------------------------------------------------------------- float thresholds (QRelu, AddQRelu, joins)
@@ -133,13 +171,15 @@ def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
 def _float_uniform(rng):
     """The linear quantizer's float32 thresholds: (2n + 1)·S·2^(e-1) with S of ≤ 6 bits, the first one nudged up
     by an ulp (strict), over the float range; sometimes from wqcompile's own fit and lowering."""
-    from wqcompile.quant import LogHistogram, fit_linear_act
+    from wqcompile.quant import LogHistogram, fit_linear_act, fit_segmented_act
     from wqcompile.runtime_ops.fixed_point import float32_thresholds
 
-    if rng.random() < 0.3:
+    if rng.random() < 0.5:
         h = LogHistogram()
-        h.update(np.maximum(rng.standard_normal(20000), 0) * float(np.exp2(rng.uniform(-20, 20))))
-        q = fit_linear_act(h, int(rng.choice([32, 64, 256])))
+        x = rng.standard_normal(20000) if rng.random() < 0.5 else rng.standard_t(3, 20000)
+        h.update(np.maximum(x, 0) * float(np.exp2(rng.uniform(-20, 20))))
+        fit = fit_segmented_act if rng.random() < 0.7 else fit_linear_act
+        q = fit(h, int(rng.choice([32, 64, 256])))
         clip = float(q.values[-1]) * float(rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else None
         t = float32_thresholds(q.thresholds, clip)
         return t, q.values.astype(np.float32)
@@ -161,14 +201,14 @@ def test_uniform_float_thresholds(isa, seed, op, monkeypatch):
         t, values = _float_uniform(rng)
         if t.size > 15 and np.all(np.isfinite(t)) and t[1] > 0 and np.isfinite(values).all():
             break
-    monkeypatch.setenv(REQUIRE, "uniform")   # the arithmetic index or an error
+    monkeypatch.setenv(REQUIRE, "arithmetic")   # the arithmetic index or an error
     x = _probes(rng, t, values)
     got, want = _run(op, t, x, rng, isa, 1 + seed % 2, values)
     assert got.dtype == np.uint8 and np.array_equal(got, want), f"{int((got != want).sum())} levels differ"
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
-def test_float_sets_off_the_grid_get_no_arithmetic_index(isa, monkeypatch):
+def test_float_sets_far_off_the_grid_get_no_arithmetic_index(isa, monkeypatch):
     from tests.runtime.test_dense_float_thresholds import REQUIRE, _probes, _run
 
     rng = np.random.default_rng(77)
@@ -176,14 +216,14 @@ def test_float_sets_off_the_grid_get_no_arithmetic_index(isa, monkeypatch):
     t[0] = np.nextafter(t[0], np.float32(np.inf))
     values = (np.arange(256) * 80.0 * 2.0**-10).astype(np.float32)
     moved = t.copy()
-    moved[100] = np.nextafter(moved[100], np.float32(np.inf))       # one ulp off the grid
+    moved[10:250:25] = np.nextafter(moved[10:250:25], np.float32(np.inf))   # ten thresholds an ulp off: > 8 runs
     wide = t.copy()
     wide[-1] = np.float32(2.0**40)                                  # past 2^24 units
     for bad in (moved, wide):
         x = _probes(rng, bad, values)
         got, want = _run("QRelu", bad, x, rng, isa, 1, values)
         assert np.array_equal(got, want)
-        monkeypatch.setenv(REQUIRE, "uniform")
-        with pytest.raises(Exception, match="=uniform: 255 thresholds got"):
+        monkeypatch.setenv(REQUIRE, "arithmetic")
+        with pytest.raises(Exception, match="=arithmetic: 255 thresholds got"):
             _run("QRelu", bad, x, rng, isa, 1, values)
         monkeypatch.delenv(REQUIRE)

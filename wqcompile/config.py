@@ -15,7 +15,7 @@ from wqcompile.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 1, 8
 WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
-ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd")
+ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd", "segmented")
 REFINEMENT_TARGETS = ("same-input", "fp32")
 MANTISSA_WIDTHS = ("auto", "8", "16")
 

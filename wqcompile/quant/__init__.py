@@ -17,6 +17,7 @@ from .lloyd_act import fit_lloyd_act
 from .logquant_mse import fit_logquant_mse
 from .metrics import sqnr_db
 from .miyashita_logquant import fit_miyashita_logquant
+from .segmented_act import fit_segmented_act
 from .weighted_entropy import OptSearchResult, fit_weighted_entropy, optsearch
 from .wq_logquant import fit_wq_logquant
 
@@ -33,6 +34,7 @@ ACT_QUANTIZERS = {
     "miyashita": fit_miyashita_logquant,
     "logmse": fit_logquant_mse,
     "lloyd": fit_lloyd_act,
+    "segmented": fit_segmented_act,
 }
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "fit_log_weights",
     "fit_logquant_mse",
     "fit_miyashita_logquant",
+    "fit_segmented_act",
     "fit_weighted_entropy",
     "fit_wq_logquant",
     "optsearch",

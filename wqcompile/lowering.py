@@ -103,10 +103,11 @@ def lower_layer(node: str, fitted: FittedWeights, bias: np.ndarray | None, x: Fl
     mw_hi, mw_lo = min(max(bits + 6, 8), 12), min(bits + 2, 12)
     mx_hi = MAX_MANTISSA_BITS
     if max_bits is not None:
+        # asked for (narrow operands): 6..8-bit codebooks may then put several entries on one grid point
         mw_hi, mx_hi = min(mw_hi, max_bits[0]), min(mx_hi, max_bits[1])
-        if mw_hi < mw_lo or mx_hi < MIN_INPUT_BITS:
-            raise QuantizationError(f"{node!r}: {bits}-bit weights need codebook mantissas of ≥ {mw_lo} bits, "
-                                    f"more than the {max_bits[0]} asked for")
+        mw_lo = min(mw_lo, mw_hi)
+        if mw_hi < 2 or mx_hi < MIN_INPUT_BITS:
+            raise QuantizationError(f"{node!r}: cannot lower to {max_bits} mantissa bits")
 
     candidates = []
     for mw in range(mw_hi, mw_lo - 1, -1):

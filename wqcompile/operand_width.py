@@ -65,10 +65,12 @@ def runs_narrow(width: str, gemm_conv: bool, fitted, input_quantizer, hist: LogH
     """The policy for one layer (``input_quantizer``: the ActQuantizer of a level input, else None; ``hist``: its
     calibration histogram, needed by "auto"; ``reassigned``: the refinement's GPTQ runs, so it can assign against
     the 7-bit grid)."""
-    if width == "16" or not gemm_conv or input_quantizer is None or fitted.bits + 2 > NARROW_BITS[0]:
+    if width == "16" or not gemm_conv or input_quantizer is None:
         return False
-    if width == "8":
+    if width == "8":   # asked for: 6..8-bit weights too (their codebook entries may share grid points)
         return True
+    if fitted.bits + 2 > NARROW_BITS[0]:
+        return False
     # without GPTQ nothing compensates the grid's systematic shifts (every occurrence of a level or codebook value
     # moves by the same amount): measured on Open-NSFW (4,4), paper pipeline, −0.9 dB (WQ) and −1.2 dB (k-means)
     if hist is None or not reassigned:

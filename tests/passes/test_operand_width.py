@@ -92,9 +92,17 @@ def test_snapped_codebooks_lower_exactly_onto_int8_and_uint8(granularity):
         np.testing.assert_array_equal(a.values, b.values)
 
 
-def test_six_bit_weights_cannot_take_int8_mantissas():
-    with pytest.raises(QuantizationError, match="'conv'.*6-bit weights"):
-        lower_layer("conv", _layer("tensor", bits=6), None, LevelInput(LLOYD_LIKE), None, max_bits=NARROW_BITS)
+def test_six_to_eight_bit_weights_take_int8_mantissas_only_when_asked():
+    """mw ≥ w_bits + 2 (op-contract §4) is the compiler's own choice: asked for narrow operands (--mantissa-width 8)
+    a 6..8-bit codebook goes on the int8 grid, entries that share a grid point then coincide; auto never asks."""
+    for bits in (6, 8):
+        low = lower_layer("conv", _layer("tensor", bits=bits), None, LevelInput(LLOYD_LIKE), None, max_bits=NARROW_BITS)
+        assert low.mantissa_bits == (7, 8) and np.abs(low.codebook).max() <= 127 and low.x_table.max() <= 255
+        fitted, quantizer = _layer("tensor", bits=bits), ActQuantizer(LLOYD_LIKE, (LLOYD_LIKE[1:] + LLOYD_LIKE[:-1]) / 2, "lloyd")
+        assert runs_narrow("8", True, fitted, quantizer, None)
+        assert not runs_narrow("auto", True, fitted, quantizer, LogHistogram())
+    with pytest.raises(QuantizationError, match="'conv'"):
+        lower_layer("conv", _layer("tensor", bits=4), None, LevelInput(LLOYD_LIKE), None, max_bits=(1, 8))
 
 
 def test_snapped_refit_is_on_the_grid_and_its_reassignment_beats_snapping_alone():

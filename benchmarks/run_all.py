@@ -85,31 +85,31 @@ RECIPES: dict[str, dict[str, Any]] = {
     "refine": {"gptq": False},                                 # least-squares refinement, FP32 target
     "refine+sequential": {"gptq": False, "sequential_calibration": True},
     "gptq": {"gptq": True},
-    "gptq+lloyd": {"gptq": True, "act_quantizer": "lloyd"},   # the compiler's default
+    "gptq+auto": {"gptq": True, "act_quantizer": "auto"},   # the compiler's default
     "gptq+channel": {"gptq": True, "weight_granularity": "channel"},
-    "gptq+lloyd+channel": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel"},
-    "gptq+lloyd+scaled": {"gptq": True, "act_quantizer": "lloyd", "weight_granularity": "channel-scaled"},
+    "gptq+auto+channel": {"gptq": True, "act_quantizer": "auto", "weight_granularity": "channel"},
+    "gptq+auto+scaled": {"gptq": True, "act_quantizer": "auto", "weight_granularity": "channel-scaled"},
     # (8,8) on the ImageNet models, where 8-bit OptSearch is too slow for the matrix: k-means weights
-    "kmeans+lloyd+scaled": {"codebook_refinement": False, "weight_quantizer": "kmeans", "act_quantizer": "lloyd",
+    "kmeans+auto+scaled": {"codebook_refinement": False, "weight_quantizer": "kmeans", "act_quantizer": "auto",
                             "weight_granularity": "channel-scaled"},
 }
 # Which recipe rows each model gets (bits, recipe), on WQ weights + WQ activations (a recipe may change the latter).
 RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the default matrix within 30 minutes
-    "mnist": (("8,8", "gptq+lloyd"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
-              ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
-    "fashion": (("8,8", "gptq+lloyd"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
-                ("4,4", "gptq+lloyd"), ("3,4", "gptq+lloyd")),
-    "mobilenet": (("8,8", "kmeans+lloyd+scaled"), ("4,4", "channel"), ("4,4", "gptq+lloyd"), ("4,4", "gptq+lloyd+scaled"),
-                  ("4,4", "gptq+lloyd+channel")),
-    "opennsfw": (("8,8", "kmeans+lloyd+scaled"), ("4,4", "gptq+lloyd")),
+    "mnist": (("8,8", "gptq+auto"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
+              ("4,4", "gptq+auto"), ("3,4", "gptq+auto")),
+    "fashion": (("8,8", "gptq+auto"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
+                ("4,4", "gptq+auto"), ("3,4", "gptq+auto")),
+    "mobilenet": (("8,8", "kmeans+auto+scaled"), ("4,4", "channel"), ("4,4", "gptq+auto"), ("4,4", "gptq+auto+scaled"),
+                  ("4,4", "gptq+auto+channel")),
+    "opennsfw": (("8,8", "kmeans+auto+scaled"), ("4,4", "gptq+auto")),
 }
 RECIPE_LABELS = {
     "bias": "+ bias correction", "sequential": "+ sequential calibration", "channel": "+ per-channel codebooks",
     "refine": "+ refinement", "refine+sequential": "+ refinement + sequential",
-    "gptq": "+ GPTQ + refinement", "gptq+lloyd": "+ GPTQ + refinement (the default)",
-    "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+lloyd+channel": "+ per-channel + GPTQ + refinement",
-    "gptq+lloyd+scaled": "+ channel-scaled every layer + GPTQ + refinement",
-    "kmeans+lloyd+scaled": "channel-scaled k-means weights (every layer), no refinement",
+    "gptq": "+ GPTQ + refinement", "gptq+auto": "+ GPTQ + refinement (the default)",
+    "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+auto+channel": "+ per-channel + GPTQ + refinement",
+    "gptq+auto+scaled": "+ channel-scaled every layer + GPTQ + refinement",
+    "kmeans+auto+scaled": "channel-scaled k-means weights (every layer), no refinement",
 }
 ORT_METHOD = "ort-int8"
 FIGURE_BITS = "4,4"
@@ -410,6 +410,9 @@ def run_model(task: Task, runs: list[tuple[str, str, str]], *, with_ort: bool, o
             rows.append(row)
             log(f"{task.key:9s} ({bits:4s}) {method:18s} FAILED: {err!r}")
             continue
+        if aq == "auto":   # the row names the levels the default picked at these bits
+            aq = "/".join(sorted({q.method for q in result.context.activations.values()} - {"zero"})) or aq
+            method = f"{wq}+{aq}" + ("" if recipe == "paper" else f"[{recipe}]")
         data = result.model.SerializeToString()
         start = time.perf_counter()
         logits = run_batches(compiled_runner(result.model), task.x)
@@ -532,7 +535,7 @@ def plot_accuracy_vs_size(key: str, title: str, rows: list[dict[str, Any]], path
     metric, label = ("top1", "top-1 accuracy %") if "top1" in fp32 else ("agree", "top-1 agreement with FP32 %")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     weights = {"wq": "C0", "linear": "C1", "log": "C2", "kmeans": "C3"}
-    markers = {"wq": "o", "linear": "s", "miyashita": "^", "logmse": "D", "lloyd": "v", "f": "x"}
+    markers = {"wq": "o", "linear": "s", "miyashita": "^", "logmse": "D", "lloyd": "v", "segmented": "P", "f": "x"}
     for ax, (m, ylab) in zip(axes, ((metric, label), ("sqnr_db", "output SQNR vs FP32 (dB)"))):
         for r in rows:
             y = r[m] * 100 if m != "sqnr_db" else min(r[m], 80.0)

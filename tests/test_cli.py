@@ -151,7 +151,7 @@ def test_inspect_table(compiled):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"{compiled}: wqcompile {wqcompile.__version__}, {compiled.stat().st_size:,} bytes"
-    assert "wbits=4 abits=4 weights=wq activations=lloyd" in lines[1]
+    assert "wbits=4 abits=4 weights=wq activations=auto" in lines[1]
     assert lines[2].split() == ["node", "op", "w", "bits", "weights", "packed", "B", "input", "output"]
     conv1 = next(line.split() for line in lines if line.split()[:1] == ["conv1"])
     assert conv1 == ["conv1", "QConv", "4", "216", "108", "float", "levels(16)"]

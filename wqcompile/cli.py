@@ -53,7 +53,8 @@ def main(verbose: int) -> None:
 @click.option("--abits", default="4", show_default=True, help="Activation bits 1..8, or 'f' for full precision.")
 @click.option("--weight-quantizer", type=click.Choice(WEIGHT_QUANTIZER_NAMES), default="wq", show_default=True)
 @click.option("--act-quantizer", type=click.Choice(ACT_QUANTIZER_NAMES), default=QuantConfig.act_quantizer,
-              show_default=True, help="Activation levels: lloyd (minimum MSE, default), wq (the paper's LogQuant), ...")
+              show_default=True, help="Activation levels: auto (default: lloyd up to 4 bits, segmented above), lloyd (minimum "
+                   "MSE), segmented (runs of even spacing: no lookup at run time), wq (the paper's LogQuant), ...")
 @click.option("--weight-mode", type=click.Choice(["symmetric", "per_sign"]), default="symmetric", show_default=True)
 @click.option("--weight-search", type=click.Choice(["exact", "bisect"]), default="exact", show_default=True)
 @click.option("--act-search", type=click.Choice(["code", "robust"]), default="code", show_default=True)

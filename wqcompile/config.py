@@ -15,7 +15,7 @@ from wqcompile.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 1, 8
 WEIGHT_QUANTIZER_NAMES = ("wq", "linear", "log", "kmeans")
-ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd", "segmented")
+ACT_QUANTIZER_NAMES = ("wq", "linear", "miyashita", "logmse", "lloyd", "segmented", "auto")
 REFINEMENT_TARGETS = ("same-input", "fp32")
 MANTISSA_WIDTHS = ("auto", "8", "16")
 
@@ -96,8 +96,8 @@ class QuantConfig:
     weight_bits: int | None = 4
     act_bits: int | None = 4
     weight_quantizer: str = "wq"
-    act_quantizer: str = "lloyd"          # minimum-MSE levels: won on every model measured (docs/decisions.md);
-                                          # "wq" is the paper's LogQuant
+    act_quantizer: str = "auto"           # Lloyd's minimum-MSE levels up to 16, segmented (piecewise uniform)
+                                          # above (quant/auto_act.py, docs/decisions.md); "wq": the paper's LogQuant
     weight_mode: str = "symmetric"        # wq-algorithm.md §2.3: "symmetric" (caffe-WQ) or "per_sign" (paper)
     weight_search: str = "exact"          # "exact" prefix-sum scan or "bisect" (code parity)
     act_search: str = "code"              # wq-algorithm.md §3.5: "code" (40-bin margin) or "robust"

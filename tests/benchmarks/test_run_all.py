@@ -28,7 +28,7 @@ def test_plan_default_matrix():
     recipes = [r for r in small if r[3] != "paper"]
     assert [(r[0], r[3]) for r in recipes] == list(run_all.RECIPE_ROWS["mnist"])
     assert all(r[1:3] == ("wq", "wq") for r in recipes) and all(r in run_all.RECIPES for _, r in run_all.RECIPE_ROWS["mnist"])
-    assert ("4,4", "wq", "wq", "gptq+lloyd+channel") in big
+    assert ("4,4", "wq", "wq", "gptq+auto+channel") in big
     assert not any(r[3] != "paper" for r in run_all.plan("mnist", ["4,4"], w, a, None, False, recipes=False))
     full = run_all.plan("opennsfw", bits, w, a, None, True, recipes=False)
     assert len(full) == 6 * 20 + 2 * 4
@@ -71,7 +71,7 @@ def test_readme_lists_recipe_rows_after_the_paper_row():
     base = {"model": "m", "file_bytes": 100, "coded_bytes": 80, "compile_s": 1.0, "agree": 1.0, "sqnr_db": 20.0}
     rows = [dict(base, method="fp32", bits="32,32", weights="fp32", acts="fp32", top1=0.9, file_bytes=800),
             dict(base, method="wq+wq", bits="4,4", weights="wq", acts="wq", recipe="paper", top1=0.88),
-            dict(base, method="wq+lloyd[gptq+lloyd]", bits="4,4", weights="wq", acts="lloyd", recipe="gptq+lloyd",
+            dict(base, method="wq+lloyd[gptq+auto]", bits="4,4", weights="wq", acts="lloyd", recipe="gptq+auto",
                  top1=0.895, compile_s=12.5)]
     results = {"command": "python -m benchmarks.run_all", "total_s": 60.0, "env": {"cpus": 2},
                "matrix": {"bits": ["4,4"]}, "rows": rows, "models": {"m": {"notes": "n"}}}
@@ -86,8 +86,8 @@ def test_readme_lists_recipe_rows_after_the_paper_row():
 def test_the_recipe_called_default_is_the_compiler_default():
     from wqcompile.config import QuantConfig
 
-    assert QuantConfig(**run_all.RECIPES["gptq+lloyd"]) == QuantConfig()
-    assert "default" in run_all.RECIPE_LABELS["gptq+lloyd"]
+    assert QuantConfig(**run_all.RECIPES["gptq+auto"]) == QuantConfig()
+    assert "default" in run_all.RECIPE_LABELS["gptq+auto"]
     assert not QuantConfig(**run_all.RECIPES["paper"]).codebook_refinement
 
 

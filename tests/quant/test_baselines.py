@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from wqcompile.quant import fit_lloyd_act, fit_logquant_mse, fit_segmented_act
+from wqcompile.quant import fit_auto_act, fit_lloyd_act, fit_logquant_mse, fit_segmented_act
 from wqcompile.quant import (
     ACT_QUANTIZERS,
     WEIGHT_QUANTIZERS,
@@ -53,7 +53,8 @@ def test_registries_are_explicit_tables():
         "kmeans": fit_kmeans_weights,
     }
     assert ACT_QUANTIZERS == {"wq": fit_wq_logquant, "linear": fit_linear_act, "miyashita": fit_miyashita_logquant,
-                              "logmse": fit_logquant_mse, "lloyd": fit_lloyd_act, "segmented": fit_segmented_act}
+                              "logmse": fit_logquant_mse, "lloyd": fit_lloyd_act, "segmented": fit_segmented_act,
+                              "auto": fit_auto_act}
 
 
 @pytest.mark.parametrize("key", ["linear", "log", "kmeans"])

@@ -111,3 +111,12 @@ def test_no_positive_activations_give_the_zero_quantizer():
 def test_levels_out_of_range():
     with pytest.raises(ValueError, match="levels must be in"):
         fit_segmented_act(_hist(_heavy(0)), 257)
+
+
+def test_the_default_picks_lloyd_up_to_16_levels_and_segmented_above():
+    from wqcompile.config import QuantConfig
+    from wqcompile.quant import ACT_QUANTIZERS, fit_auto_act
+
+    assert QuantConfig().act_quantizer == "auto" and ACT_QUANTIZERS["auto"] is fit_auto_act
+    h = _hist(_heavy(4))
+    assert [fit_auto_act(h, L).method for L in (2, 8, 16, 32, 64, 256)] == ["lloyd"] * 3 + ["segmented"] * 3

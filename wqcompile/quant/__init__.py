@@ -7,6 +7,7 @@ explicit registries (no import-time registration).
 """
 
 from .act_quantizer import ActQuantizer
+from .auto_act import fit_auto_act
 from .codebook import WeightCodebook
 from .kmeans_weights import fit_kmeans_weights
 from .linear_act import fit_linear_act
@@ -35,6 +36,7 @@ ACT_QUANTIZERS = {
     "logmse": fit_logquant_mse,
     "lloyd": fit_lloyd_act,
     "segmented": fit_segmented_act,
+    "auto": fit_auto_act,
 }
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "OptSearchResult",
     "WEIGHT_QUANTIZERS",
     "WeightCodebook",
+    "fit_auto_act",
     "fit_kmeans_weights",
     "fit_linear_act",
     "fit_linear_weights",

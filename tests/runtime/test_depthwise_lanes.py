@@ -37,13 +37,17 @@ def _log_thresholds(rng, acc_max: int) -> np.ndarray:
 
 
 def _linear_thresholds(rng, acc_max: int) -> np.ndarray:
-    """An evenly spaced set (the arithmetic index, UniformLanes): from 1, or from a strict first threshold one
-    above the grid, sometimes cut by the unreachable 2^30 of a folded Clip."""
+    """A piecewise evenly spaced set of 1..5 runs (the arithmetic index, RunLanes<1|2|3|0>): from 1, or from a
+    strict first threshold one above the grid, sometimes cut by the unreachable 2^30 of a folded Clip."""
     count = int(rng.choice([31, 100, 255]))
-    step = max(1, acc_max // count)
-    t = 1 + step * np.arange(count, dtype=np.int64)
+    runs = int(rng.choice([1, 1, 2, 3, 5]))   # the segmented quantizer's: steps growing by powers of two
+    steps = np.ones(count - 1, dtype=np.int64)
+    for cut in np.sort(rng.choice(np.arange(1, count - 1), runs - 1, replace=False)):
+        steps[cut:] *= int(rng.choice([2, 4]))
+    base = max(1, acc_max // int(steps.sum() + 1))
+    t = 1 + np.concatenate([[0], np.cumsum(steps * base)])
     if rng.random() < 0.5:
-        t[0] = t[1] - step + 1
+        t[0] = t[1] - base + 1
     if rng.random() < 0.3:
         t[int(rng.integers(3, count)):] = 2**30
     return t.clip(1, 2**30).astype(np.int32)[None, :]
@@ -116,7 +120,7 @@ def test_depthwise_lanes_random(isa, seed, monkeypatch):
     case = lanes_case(seed)
     t = case["thresholds"]
     if t is not None and seed % 4 == 3 and t.shape[0] == 1 and t.shape[1] > 15:
-        # an evenly spaced set: the arithmetic index (UniformLanes), never a lookup
+        # a piecewise evenly spaced set: the arithmetic index (RunLanes), never a lookup
         monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
     _check(case, isa, as_inputs=seed % 10 == 3, threads=1 + seed % 2)
 

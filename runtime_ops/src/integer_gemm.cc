@@ -415,16 +415,11 @@ void build_threshold_table(const int32_t* t, int count, ThresholdTable* out) {
   out->packed_ok = false;
   out->packed.clear();
   out->octave_ok = false;
-  out->runs.count = 0;
-  if (count < 1 || t[0] < 1) {
-    int reachable = 0;
-    while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
-    build_int_runs(t, count, reachable, out);   // needs no positive t[0]
-    return;
-  }
   int reachable = 0;
   while (reachable < count && t[reachable] < (int32_t(1) << 30)) ++reachable;
+  // the arithmetic index (needs no positive t[0]); every path prefers it, so a table with it needs no other
   build_int_runs(t, count, reachable, out);
+  if (count < 1 || t[0] < 1 || out->runs.count > 0) return;
   // the gather-free octave index (AVX-512 VBMI only; built when this CPU can use it)
   out->octave_ok = cpu_supports_avx512_vbmi() && build_octave_index(t, reachable, out);
   for (int p = 5; p <= 9 && !out->packed_ok; ++p) {
@@ -478,8 +473,8 @@ void build_float_thresholds(const float* t, int count, FloatThresholds* out) {
   out->octave_ok = false;
   out->packed_ok = false;
   out->packed.clear();
-  build_float_runs(t, count, out);
-  if (count < 1 || !(t[0] > 0.0f)) return;
+  build_float_runs(t, count, out);   // every path prefers it, so a table with it needs no other index
+  if (count < 1 || !(t[0] > 0.0f) || out->runs.count > 0) return;
   int32_t bits[256];
   for (int j = 0; j < count; ++j) std::memcpy(&bits[j], &t[j], sizeof(int32_t));
   out->octave_ok = cpu_supports_avx512_vbmi() && build_float_octave_index(bits, count, out);

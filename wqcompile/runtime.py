@@ -185,7 +185,8 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    drop = set()
+    drop: set[int] = set()
+    gone: set[str] = set()
     for i, j in pairs:
         conv, pool = out.graph.node[i], out.graph.node[j]
         k = list(_attr(pool, "kernel_shape"))
@@ -195,14 +196,10 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
                                onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
                                onnx.helper.make_attribute("pool_pads", pads)])
-        inner = conv.output[0]
+        gone.add(conv.output[0])
         conv.output[0] = pool.output[0]
         drop.add(j)
-        for k_vi in [vi for vi in out.graph.value_info if vi.name == inner]:
-            out.graph.value_info.remove(k_vi)
-    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
-    del out.graph.node[:]
-    out.graph.node.extend(kept)
+    _drop_nodes(out, drop, gone)
     return out, len(pairs)
 
 

@@ -181,14 +181,10 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         pool = graph.node[users[0]]
         if pool.domain in ("", "ai.onnx") and pool.op_type == "MaxPool" and pool.input[0] == y and _poolable(pool):
             pairs.append((i, users[0]))
-    if not pairs:
-        return model, 0
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    drop: set[int] = set()
-    gone: set[str] = set()
-    for i, j in pairs:
-        conv, pool = out.graph.node[i], out.graph.node[j]
+
+    def fuse(copy: onnx.GraphProto, pair: tuple[int, int]) -> tuple[set[int], set[str]]:
+        i, j = pair
+        conv, pool = copy.node[i], copy.node[j]
         k = list(_attr(pool, "kernel_shape"))
         auto_pad = _attr(pool, "auto_pad", b"NOTSET")
         pads = [0, 0, 0, 0] if auto_pad in (b"VALID", "VALID") else list(_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
@@ -196,11 +192,11 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
                                onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
                                onnx.helper.make_attribute("pool_pads", pads)])
-        gone.add(conv.output[0])
+        inner = conv.output[0]
         conv.output[0] = pool.output[0]
-        drop.add(j)
-    _drop_nodes(out, drop, gone)
-    return out, len(pairs)
+        return {j}, {inner}
+
+    return _apply_fusions(model, pairs, fuse)
 
 
 def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -236,28 +232,24 @@ def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                     dec = (j, side)
                     break
         plans.append((i, users[0], dec))
-    if not plans:
-        return model, 0
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    drop: set[int] = set()
-    gone: set[str] = set()
-    for i, qi, dec in plans:
-        add, q = out.graph.node[i], out.graph.node[qi]
+
+    def fuse(copy: onnx.GraphProto, plan) -> tuple[set[int], set[str]]:
+        i, qi, dec = plan
+        add, q = copy.node[i], copy.node[qi]
         thresholds, y = q.input[1], q.output[0]
+        drop, gone = {i}, {add.output[0]}
         if dec is None:
             inputs, op = [add.input[0], add.input[1], thresholds], "AddQRelu"
         else:
             j, side = dec
-            d = out.graph.node[j]
+            d = copy.node[j]
             inputs, op = [add.input[1 - side], d.input[0], thresholds, d.input[1]], "AddDecodeQRelu"
             drop.add(j)
-        fused = onnx.helper.make_node(op, inputs, [y], name=(q.name or add.name) + ".fused", domain=DOMAIN)
-        q.CopyFrom(fused)
-        drop.add(i)
-        gone |= {add.output[0]} | ({out.graph.node[dec[0]].output[0]} if dec else set())
-    _drop_nodes(out, drop, gone)
-    return out, len(plans)
+            gone.add(d.output[0])
+        q.CopyFrom(onnx.helper.make_node(op, inputs, [y], name=(q.name or add.name) + ".fused", domain=DOMAIN))
+        return drop, gone
+
+    return _apply_fusions(model, plans, fuse)
 
 
 def _static_shape(graph: onnx.GraphProto, name: str) -> list[int] | None:
@@ -306,33 +298,42 @@ def with_qconv_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                 continue     # broadcasting: nothing gained
             plans.append((i, c, 1 - side))
             break
+
+    def fuse(copy: onnx.GraphProto, plan: tuple[int, int, int]) -> tuple[set[int], set[str]]:
+        i, c, b_side = plan
+        join, conv = copy.node[i], copy.node[c]
+        op = "QConvAddDecodeQRelu" if join.op_type == "AddDecodeQRelu" else "QConvAddQRelu"
+        inputs = list(conv.input) + [""] * (7 - len(conv.input)) + [join.input[b_side]] + list(join.input[2:])
+        fused = onnx.helper.make_node(op, inputs, [join.output[0]], name=(conv.name or join.name) + ".join",
+                                      domain=DOMAIN)
+        fused.attribute.extend(conv.attribute)
+        inner = conv.output[0]
+        join.CopyFrom(fused)     # in the join's place: every input is ready there
+        return {c}, {inner}
+
+    return _apply_fusions(model, plans, fuse)
+
+
+def _apply_fusions(model: onnx.ModelProto, plans: list, fuse) -> tuple[onnx.ModelProto, int]:
+    """The shared tail of the fusion rewrites: ``(model, 0)`` when there is nothing to fuse, else a copy where
+    ``fuse(copy, plan)`` has rewritten each plan in place (node indices stay valid until the end) and returned the
+    node indices it made redundant and the tensors no longer produced; those nodes and their value_info go last."""
     if not plans:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
     drop: set[int] = set()
     gone: set[str] = set()
-    for i, c, b_side in plans:
-        join, conv = out.graph.node[i], out.graph.node[c]
-        op = "QConvAddDecodeQRelu" if join.op_type == "AddDecodeQRelu" else "QConvAddQRelu"
-        inputs = list(conv.input) + [""] * (7 - len(conv.input)) + [join.input[b_side]] + list(join.input[2:])
-        fused = onnx.helper.make_node(op, inputs, [join.output[0]], name=(conv.name or join.name) + ".join",
-                                      domain=DOMAIN)
-        fused.attribute.extend(conv.attribute)
-        gone.add(conv.output[0])
-        join.CopyFrom(fused)     # in the join's place: every input is ready there
-        drop.add(c)
-    _drop_nodes(out, drop, gone)
+    for plan in plans:
+        d, g = fuse(out.graph, plan)
+        drop |= d
+        gone |= g
+    for vi in [vi for vi in out.graph.value_info if vi.name in gone]:
+        out.graph.value_info.remove(vi)
+    kept = [n for idx, n in enumerate(out.graph.node) if idx not in drop]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
     return out, len(plans)
-
-
-def _drop_nodes(model: onnx.ModelProto, drop: set[int], gone: set[str]) -> None:
-    """Remove the nodes at indices ``drop`` and the value_info of the tensors ``gone`` (no longer produced)."""
-    for vi in [vi for vi in model.graph.value_info if vi.name in gone]:
-        model.graph.value_info.remove(vi)
-    kept = [n for idx, n in enumerate(model.graph.node) if idx not in drop]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
 
 
 def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:

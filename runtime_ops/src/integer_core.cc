@@ -274,10 +274,20 @@ void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLa
   }
 }
 
-void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const InputView& x,
-               const int64_t offset[4], int64_t count, int32_t* out) {
+void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
+               const InputView& x, const int64_t offset[4], int64_t count, int32_t* out) {
   if (count <= 0) return;
-  if (!L.x_levels || x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || isa.quad_levels == nullptr)
+  if (!L.x_levels) {
+    if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || isa.quad_floats == nullptr || attrs.x_max > 127 ||
+        attrs.x_shift < -126 || attrs.x_shift > 127)
+      fail(where, "the u8 path needs float32 input with x_max ≤ 127 and an instruction set with quad_floats");
+    const float* src = x.as<float>();
+    auto at = [&](int c) { return offset[c] >= 0 ? src + offset[c] : nullptr; };
+    isa.quad_floats(at(0), at(1), at(2), at(3), out, static_cast<size_t>(count),
+                    std::ldexp(1.0f, static_cast<int>(attrs.x_shift)), static_cast<float>(attrs.x_max));
+    return;
+  }
+  if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || isa.quad_levels == nullptr)
     fail(where, "the u8 path needs uint8 level input and an instruction set with quad_levels");
   const uint8_t* src = x.as<uint8_t>();
   auto at = [&](int c) { return offset[c] >= 0 ? src + offset[c] : nullptr; };

@@ -84,11 +84,12 @@ void mantissa_span(const IsaKernels& isa, const std::string& where, const Prepar
 void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
                const InputView& x, int64_t offset0, int64_t offset1, int64_t count, int32_t* out);
 
-// Four channels' u8 mantissas as the bytes of int32 (QConv's quad image, its u8 path: uint8 level input and every
-// x_table entry within 0..255): byte c of out[i] = x_table[X[offset[c] + i]], offset[c] < 0 gives 0. Levels are
-// checked as in mantissa_span.
-void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const InputView& x,
-               const int64_t offset[4], int64_t count, int32_t* out);
+// Four channels' u8 mantissas as the bytes of int32 (QConv's quad image, its u8 path). Level input (every x_table
+// entry within 0..255): byte c of out[i] = x_table[X[offset[c] + i]], offset[c] < 0 gives 0, levels checked as in
+// mantissa_span. Float input (x_max ≤ 127, x_shift a normal float32 exponent): byte c = the s8 mantissa + 128,
+// offset[c] < 0 gives 128 (IsaKernels::quad_floats; the caller corrects the bias).
+void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLayer& L, const LayerAttrs& attrs,
+               const InputView& x, const int64_t offset[4], int64_t count, int32_t* out);
 
 // X → int16 mantissas (float: linear fixed point; uint8: x_table lookup, every level checked), in parallel.
 void input_mantissas(OrtKernelContext* ctx, const IsaKernels& isa, const std::string& where, const PreparedLayer& L,

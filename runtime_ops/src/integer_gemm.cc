@@ -20,7 +20,7 @@ namespace {
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
         ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused,       \
-        nullptr, nullptr, nullptr, nullptr                                                                          \
+        nullptr, nullptr, nullptr, nullptr, nullptr                                                                 \
   }
 
 const IsaKernels& table_baseline() {
@@ -34,6 +34,7 @@ const IsaKernels& table_avx2() {
 // the u8 × s8 entry points (quad image and vpdpbusd tiles) on top of an AVX-512 table
 IsaKernels with_u8_path(IsaKernels t, bool vbmi) {
   t.quad_levels = vbmi ? isa_avx512::quad_levels_vbmi : isa_avx512::quad_levels;
+  t.quad_floats = isa_avx512::quad_floats;
   t.gemm_tile_u8 = isa_avx512::gemm_tile_u8;
   t.gemm_tile_u8_edge = isa_avx512::gemm_tile_u8_edge;
   return t;
@@ -335,7 +336,7 @@ void build_float_runs(const float* t, int count, FloatThresholds* out) {
   if (!std::isnormal(unit_inv) || std::ldexp(static_cast<double>(t[count - 1]), -unit) >= 16777216.0) return;
   std::vector<int64_t> n(static_cast<size_t>(count));
   for (int j = 1; j < count; ++j) n[static_cast<size_t>(j)] = static_cast<int64_t>(std::ldexp(static_cast<double>(t[j]), -unit));
-  if (!build_threshold_runs(n.data(), 1, count, 2, &out->runs)) return;
+  if (!build_threshold_runs(n.data(), 1, count, 2, &out->runs, 0)) return;   // exact multiples: integer runs
   out->runs_unit_inv = unit_inv;
   out->runs_top = t[count - 1];
 }
@@ -349,34 +350,91 @@ bool cpu_supports_avx512_vbmi() {
   return cpu_supports_avx512() && __builtin_cpu_supports("avx512vbmi");
 }
 
-bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out) {
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) {   // b > 0
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// The longest run of v[j..end) of the form ceil((X + i·p) / 2^q), i = 0.., with p ≥ 2^q, and its (p, X). Such X
+// exists for a given p iff every pair of thresholds allows it (X + i·p in ((v_i - 1)·2^q, v_i·2^q] for every i:
+// intervals on a line meet iff they meet pairwise), and each pair bounds p from one side, so the feasible p form
+// an interval, narrowed as the run grows.
+struct RunFit {
+  int len = 1;
+  int64_t p = 1, x = 0;
+};
+RunFit longest_run(const int64_t* v, int j, int end, int q) {
+  const int64_t unit = int64_t(1) << q;
+  int64_t lo = unit, hi = int64_t(1) << 40;
+  int len = 1;
+  for (int n = j + 1; n < end; ++n) {
+    int64_t l = lo, h = hi;
+    for (int i = j; i < n && l <= h; ++i) {
+      const int64_t delta = n - i;
+      h = std::min(h, floor_div((v[n] - v[i] + 1) * unit - 1, delta));   // Δ·p < v_n·2^q - (v_i - 1)·2^q
+      l = std::max(l, floor_div((v[n] - 1 - v[i]) * unit, delta) + 1);    // (v_n - 1)·2^q - v_i·2^q < Δ·p
+    }
+    if (l > h) break;
+    lo = l, hi = h, len = n - j + 1;
+  }
+  RunFit f;
+  f.len = len;
+  f.p = lo;
+  f.x = std::numeric_limits<int64_t>::min();
+  for (int i = 0; i < len; ++i) f.x = std::max(f.x, (v[j + i] - 1) * unit - i * f.p + 1);   // the smallest X
+  return f;
+}
+
+}  // namespace
+
+bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out, int max_shift) {
   out->count = 0;
+  out->exact = false;
   if (end <= begin || v[begin] < -(int64_t(1) << 30) || v[end - 1] >= (int64_t(1) << 31)) return false;
   int k = 0;
+  bool exact = true, fractional = false;
   for (int j = begin; j < end;) {
     if (k == kMaxRuns) return false;
-    const int64_t step = j + 1 < end ? v[j + 1] - v[j] : 1;
-    if (step < 1) return false;   // equal thresholds: no arithmetic on them
-    int len = 1;
-    while (j + len < end && v[j + len] - v[j + len - 1] == step) ++len;
-    const int64_t cap = step * (len - 1);
-    if (cap + step > std::numeric_limits<int32_t>::max()) return false;
+    if (j + 1 < end && v[j + 1] == v[j]) return false;   // equal thresholds: no arithmetic on them
+    RunFit best;
+    int shift = 0;
+    for (int q = 0; q <= max_shift; ++q) {
+      const RunFit f = longest_run(v, j, end, q);
+      if (f.len > best.len || q == 0) best = f, shift = q;
+    }
+    const int64_t unit = int64_t(1) << shift;
+    const int64_t cap = v[j + best.len - 1] - v[j], frac = v[j] * unit - best.x;
+    if (cap * unit + frac + best.p > std::numeric_limits<int32_t>::max()) return false;
     out->start[k] = static_cast<int32_t>(v[j]);
-    out->step[k] = static_cast<int32_t>(step);
+    out->step[k] = static_cast<int32_t>(best.p);
     out->cap[k] = static_cast<int32_t>(cap);
     out->first[k] = first_level + (j - begin);
-    out->inv[k] = static_cast<float>(1.0 / static_cast<double>(step));
+    out->shift[k] = shift;
+    out->frac[k] = static_cast<int32_t>(frac);
+    out->inv[k] = static_cast<float>(1.0 / static_cast<double>(best.p));
+    out->mul[k] = static_cast<float>(static_cast<double>(unit) / static_cast<double>(best.p));
+    out->add[k] = static_cast<float>((static_cast<double>(frac) + 0.5) / static_cast<double>(best.p));
+    exact = exact && best.p < (1 << 13) && cap * unit + frac < (int64_t(1) << 24);
+    fractional = fractional || shift > 0;
     ++k;
-    j += len;
+    j += best.len;
   }
+  // a dyadic run needs the exact quotient (the corrected one has no shift): else integer runs, or no index
+  if (fractional && !exact) return max_shift > 0 && build_threshold_runs(v, begin, end, first_level, out, 0);
   for (int i = k; i < 16; ++i) {   // never selected: a lane's run index is < count
     out->start[i] = std::numeric_limits<int32_t>::max();
     out->step[i] = 1;
     out->cap[i] = 0;
     out->first[i] = 0;
+    out->shift[i] = 0;
+    out->frac[i] = 0;
     out->inv[i] = 1.0f;
+    out->mul[i] = 0.0f;
+    out->add[i] = 0.0f;
   }
   out->count = k;
+  out->exact = exact;
   return true;
 }
 

@@ -22,28 +22,48 @@
 
 namespace wq {
 
-// The arithmetic threshold index: t[1..reach) as at most kMaxRuns runs of evenly spaced integers, run k from
-// threshold index j_k on: t[j] = start[k] + (j - j_k)·step[k] for its len_k thresholds. For v ≥ t[1]:
-//   k = #{k ≥ 1 : v ≥ start[k]},  level = first[k] + floor(min(v - start[k], cap[k]) / step[k])
-// with first[k] = j_k + 1 (every threshold before the run, and the run's first, are ≤ v) and cap[k] = (len_k - 1)·
-// step[k]; below t[1] the level is [v ≥ t[0]]. A vector path estimates the quotient with one float multiply by
-// inv[k] ≈ 1/step[k] (relative error < 2^-22: off by at most one below 2^21) and corrects it exactly with the
-// integer remainder, and reads the run's constants with register permutes: no gather, no table in memory.
-// Valid when start[0] ≥ -2^30 (so v - start fits int32 for |v| < 2^30) and cap[k] + step[k] < 2^31.
+// The arithmetic threshold index: t[1..reach) as at most kMaxRuns runs, run k from threshold index j_k on for its
+// len_k thresholds:
+//   t[j] = ceil((X_k + (j - j_k)·step[k]) / 2^shift[k])      (step[k] ≥ 2^shift[k]: spacing ≥ 1)
+// evenly spaced integers when shift[k] = 0, else the integer thresholds of an evenly spaced real set whose spacing
+// step / 2^shift is a dyadic fraction (a narrow layer's accumulator is too coarse for its 8-bit levels' spacing to
+// be an integer: MobileNetV2's s8 float-input convolutions, one Open-NSFW layer at spacing 26.5). For v ≥ t[1]:
+//   k = #{k ≥ 1 : v ≥ start[k]},  level = first[k] + floor((min(v - start[k], cap[k])·2^shift[k] + frac[k]) / step[k])
+// with start[k] = t[j_k], frac[k] = start[k]·2^shift[k] - X_k in [0, 2^shift[k]), cap[k] = t[j_k + len_k - 1] -
+// start[k] and first[k] = j_k + 1 (every threshold before the run, and the run's first, are ≤ v): for an integer v,
+// t[j] ≤ v ⇔ X_k + (j - j_k)·step ≤ v·2^shift, so the run's count is that floor plus one, and the cap stops it at
+// len_k. Below t[1] the level is [v ≥ t[0]]. The vector paths read the run's constants with register permutes (no
+// gather, no table in memory) and take the quotient x (< 256) one of two ways:
+// * exact (every step < 2^13 and cap·2^shift + frac < 2^24): trunc(fma(d, mul[k], add[k])) with mul = 2^shift /
+//   step and add = (frac + 1/2) / step. x is a multiple of 1/step, so x + 1/(2·step) is at least 1/(2·step) > 2^-14
+//   from every integer, and the float error stays below 2^-15 (d exact, two roundings of ≤ 2^-24 relative on a
+//   value < 257): the truncation is floor(x), one FMA and no correction;
+// * otherwise (integer runs only, shift = frac = 0; a set with a dyadic run that is not exact gets integer runs or
+//   no index): one float multiply by inv[k] ≈ 1/step[k] (off by at most one), corrected with the integer remainder.
+// Valid when start[0] ≥ -2^30 (so v - start fits int32 for |v| < 2^30) and cap[k]·2^shift[k] + frac[k] + step[k]
+// < 2^31.
 constexpr int kMaxRuns = 8;
+constexpr int kMaxRunShift = 6;   // the compiler's dyadic steps have 6 significant bits: spacing ≥ 1 needs ≤ 2^-5
 struct ThresholdRuns {
   int count = 0;                 // runs; 0: no index
+  bool exact = false;            // the one-FMA quotient (mul, add) is exact for every run
   alignas(64) int32_t start[16];
   alignas(64) int32_t step[16];
   alignas(64) int32_t cap[16];
   alignas(64) int32_t first[16];
+  alignas(64) int32_t shift[16];
+  alignas(64) int32_t frac[16];
   alignas(64) float inv[16];
+  alignas(64) float mul[16];
+  alignas(64) float add[16];
 };
 
-// Splits v[begin..end) (non-decreasing int64 values) into runs of equal spacing: true and *out filled when there are
-// at most kMaxRuns and every value, spacing and cap fits the vector arithmetic; false (count = 0) otherwise.
-// `first_level` is the level at v[begin] (the number of thresholds up to and including it).
-bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out);
+// Splits v[begin..end) (non-decreasing int64 values) into runs (longest first, the smallest shift ≤ max_shift among
+// equally long ones): true and *out filled when there are at most kMaxRuns and every value, spacing and cap fits
+// the vector arithmetic; false (count = 0) otherwise, and for three equal values in a row. `first_level` is the level
+// at v[begin] (the number of thresholds up to and including it).
+bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out,
+                          int max_shift = kMaxRunShift);
 
 // int32 "≥" thresholds of a fused output quantizer, padded for vector counting: level = #{j : t[j] ≤ acc}.
 struct ThresholdTable {
@@ -94,8 +114,8 @@ struct ThresholdTable {
   alignas(64) uint32_t octave_class[64];
   alignas(64) uint8_t octave_small[256];
   // Arithmetic index (runs.count > 0): piecewise evenly spaced sets (the compiler's segmented and linear activation
-  // quantizers, whose step has few significant bits so that their integer thresholds come out exactly evenly
-  // spaced within each run): see ThresholdRuns. t[0] stands apart (the compiler's strict first threshold is one
+  // quantizers, whose step has few significant bits so that their integer thresholds come out evenly spaced, or
+  // evenly spaced up to the rounding of a dyadic spacing, within each run): see ThresholdRuns. t[0] stands apart (the compiler's strict first threshold is one
   // above the grid); the runs cover t[1..reach), reach = #{j : t[j] < 2^30}.
   ThresholdRuns runs;
 };
@@ -370,6 +390,12 @@ struct IsaKernels {
   // read, checked by the caller like pair_levels.
   uint8_t (*quad_levels)(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst,
                          size_t n, const int16_t* table256);
+  // The quad image of a float32 input whose mantissas fit an s8 (x_max ≤ 127): byte c of dst[i] =
+  // clip(rint(x_c[i] · scale), ±xmax) + 128 (NaN → 0, then + 128), a null channel gives 128. The GEMM then sums
+  // Σ C · (m + 128), and QConv subtracts the constant 128 · Σ_k C[o, k] through the bias (padding is 128 too), so
+  // the accumulators are again those of the int16 path. scale as in quantize.
+  void (*quad_floats)(const float* x0, const float* x1, const float* x2, const float* x3, int32_t* dst, size_t n,
+                      float scale, float xmax);
   // c[r * ldc + j] = Σ_q Σ_{i<4} a[r * lda + 4q + i] · b[q * ldb + 4j + i] (a signed, b unsigned bytes), for r < rows,
   // j < ncols, q < kq; strides in bytes. As gemm_tile, whole vectors of nr columns are read from every b row.
   void (*gemm_tile_u8)(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int32_t* c, size_t ldc,

@@ -320,14 +320,15 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
 // and made exact with the integer remainder d - q·step.
 struct RunRegs {
   __m512i start, step, cap, first, t0, t1, s1, s2;
-  __m512 inv;
+  __m512 inv, mul, add;
   int n = 0;
+  bool exact = false;
   RunRegs() = default;   // unused (no runs)
   RunRegs(const ThresholdRuns& r, int32_t t0v, int32_t t1v)
       : start(_mm512_load_si512(r.start)), step(_mm512_load_si512(r.step)), cap(_mm512_load_si512(r.cap)),
         first(_mm512_load_si512(r.first)), t0(_mm512_set1_epi32(t0v)), t1(_mm512_set1_epi32(t1v)),
         s1(_mm512_set1_epi32(r.start[1])), s2(_mm512_set1_epi32(r.start[2])), inv(_mm512_load_ps(r.inv)),
-        n(r.count) {}
+        mul(_mm512_load_ps(r.mul)), add(_mm512_load_ps(r.add)), n(r.count), exact(r.exact) {}
   explicit RunRegs(const ThresholdTable* t) : RunRegs(t->runs, t->padded[0], t->padded[1]) {}
 };
 
@@ -335,8 +336,9 @@ struct RunRegs {
 // (the run from N - 1 compares with registers; with one run the permutes fold to constants), 0 for any number (a
 // binary search over the starts, padded with INT32_MAX). Measured on a 1x1 QConv edge with 255 thresholds (Zen 4,
 // ns per output including the GEMM): one run 0.25, three runs 0.33, the packed gather 0.53, ≤ 15 thresholds 0.30;
-// selecting the three runs' constants with masked moves instead of permutes measured the same.
-template <int N>
+// selecting the three runs' constants with masked moves instead of permutes measured the same. Exact: the one-FMA
+// quotient (ThresholdRuns::exact; the only form for dyadic runs).
+template <int N, bool Exact>
 __attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunRegs& R) {
   const __m512i one = _mm512_set1_epi32(1);
   __m512i k = _mm512_setzero_si512();
@@ -346,6 +348,10 @@ __attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunReg
   const __m512i start = _mm512_permutexvar_epi32(k, R.start), step = _mm512_permutexvar_epi32(k, R.step);
   // d = min(max(v, start) - start, cap): no overflow (start ≥ -2^30, v < 2^30)
   const __m512i d = _mm512_min_epi32(_mm512_sub_epi32(_mm512_max_epi32(v, start), start), _mm512_permutexvar_epi32(k, R.cap));
+  if constexpr (Exact) {   // d < 2^24: exact in float
+    const __m512 x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k, R.mul), _mm512_permutexvar_ps(k, R.add));
+    return _mm512_add_epi32(_mm512_permutexvar_epi32(k, R.first), _mm512_cvttps_epi32(x));
+  }
   __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k, R.inv)));
   const __m512i r = _mm512_sub_epi32(d, _mm512_mullo_epi32(q, step));
   q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()), q, one);
@@ -353,21 +359,26 @@ __attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunReg
   return _mm512_add_epi32(_mm512_permutexvar_epi32(k, R.first), q);
 }
 
-template <int N>
+template <int N, bool Exact>
 __attribute__((always_inline)) inline __m512i count_levels_runs(__m512i v, const RunRegs& R) {
   const __m512i below = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(v, R.t0), _mm512_set1_epi32(1));   // [v ≥ t0]
-  return _mm512_mask_mov_epi32(below, _mm512_cmpge_epi32_mask(v, R.t1), runs_level<N>(v, R));
+  return _mm512_mask_mov_epi32(below, _mm512_cmpge_epi32_mask(v, R.t1), runs_level<N, Exact>(v, R));
 }
 
-// f(std::integral_constant<int, N>) with N = the run count when 1..3, else 0 (the generic search)
+// f(std::integral_constant<int, N>, std::bool_constant<Exact>) with N = the run count when 1..3, else 0 (the
+// generic search), and Exact = ThresholdRuns::exact
 template <class F>
-__attribute__((always_inline)) inline void with_run_count(int n, F f) {
-  switch (n) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
+__attribute__((always_inline)) inline void with_runs(const RunRegs& R, F f) {
+  auto count = [&](auto exact) {
+    switch (R.n) {
+      case 1: f(std::integral_constant<int, 1>{}, exact); break;
+      case 2: f(std::integral_constant<int, 2>{}, exact); break;
+      case 3: f(std::integral_constant<int, 3>{}, exact); break;
+      default: f(std::integral_constant<int, 0>{}, exact); break;
+    }
+  };
+  if (R.exact) count(std::true_type{});
+  else count(std::false_type{});
 }
 
 // The octave-class index (ThresholdTable::octave_ok, log-spaced sets): two dword permutes (octave entry, class
@@ -486,11 +497,12 @@ __attribute__((noinline)) void edge_row_runs(__m512i a0, __m512i a1, __m512i a2,
                                              __mmask16 m2, int32_t bias, const ThresholdTable* t, uint8_t* out) {
   const RunRegs R(t);
   const __m512i b = _mm512_set1_epi32(bias);
-  with_run_count(R.n, [&](auto n) {
+  with_runs(R, [&](auto n, auto exact) {
     constexpr int N = decltype(n)::value;
-    _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N>(_mm512_add_epi32(a0, b), R)));
-    if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N>(_mm512_add_epi32(a1, b), R)));
-    if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N>(_mm512_add_epi32(a2, b), R)));
+    constexpr bool F = decltype(exact)::value;
+    _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a0, b), R)));
+    if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a1, b), R)));
+    if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a2, b), R)));
   });
 }
 
@@ -881,6 +893,24 @@ void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float
   }
 }
 
+// The quad image of a float input (u8 path): byte c of dst[i] = clip(rint(x_c[i] · scale), ±xmax) + 128, a u8 since
+// xmax ≤ 127 (QConv folds −128 · Σ C into the bias); a null channel gives 128 (its weights are zero).
+void quad_floats(const float* x0, const float* x1, const float* x2, const float* x3, int32_t* dst, size_t n,
+                 float scale, float xmax) {
+  const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
+  const __m512i offset = _mm512_set1_epi32(128);
+  auto byte = [&](const float* x, size_t i, __mmask16 m) {
+    return x != nullptr ? _mm512_add_epi32(quantize16(x + i, m, s, lo, hi), offset) : offset;
+  };
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    const __m512i q = _mm512_or_si512(_mm512_or_si512(byte(x0, i, m), _mm512_slli_epi32(byte(x1, i, m), 8)),
+                                      _mm512_or_si512(_mm512_slli_epi32(byte(x2, i, m), 16),
+                                                      _mm512_slli_epi32(byte(x3, i, m), 24)));
+    _mm512_mask_storeu_epi32(dst + i, m, q);
+  }
+}
+
 uint8_t max_u8(const uint8_t* x, size_t n) { return max_u8_generic(x, n); }
 
 void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scale) {
@@ -924,12 +954,13 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
   }
   if (t->blocks > 1 && t->runs.count > 0) {
     const RunRegs R(t);
-    with_run_count(R.n, [&](auto nr) {
+    with_runs(R, [&](auto nr, auto exact) {
       constexpr int N = decltype(nr)::value;
+      constexpr bool F = decltype(exact)::value;
       for (; i < n; i += 16) {
         const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
         const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-        _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_runs<N>(v, R)));
+        _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v, R)));
       }
     });
     return;
@@ -967,7 +998,7 @@ inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t, const Ru
     // other lanes (NaN, below t[1]) compute a value the mask drops
     const __m512 c = _mm512_min_ps(v, _mm512_set1_ps(t->runs_top));
     const __m512i n = _mm512_cvttps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(t->runs_unit_inv)));
-    return _mm512_mask_mov_epi32(below, ge1, runs_level<0>(n, R));
+    return _mm512_mask_mov_epi32(below, ge1, runs_level<0, false>(n, R));   // integer runs (build_float_runs)
   }
   if (t->blocks > 1 && t->octave_ok) {   // the octave-class index: register permutes, no gather
     const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
@@ -1305,10 +1336,10 @@ struct OctaveLanes {     // log-spaced sets (octave_ok): register permutes only
   OctaveRegs regs;
   WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_octave<Two>(v, regs); }
 };
-template <int N>
+template <int N, bool Exact>
 struct RunLanes {        // piecewise evenly spaced sets (the arithmetic index): arithmetic and permutes only
   RunRegs regs;
-  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_runs<N>(v, regs); }
+  WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_runs<N, Exact>(v, regs); }
 };
 struct PackedLanes {     // one masked dword gather (packed_ok)
   const ThresholdTable* t;
@@ -1468,12 +1499,11 @@ WQ_VBMI uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p) {
   const ThresholdTable* t = p.table;
   if (t->blocks == 1) return lanes_shape(p, Search16Lanes(t));
   if (t->runs.count > 0) {
-    switch (t->runs.count) {
-      case 1: return lanes_shape(p, RunLanes<1>{RunRegs(t)});
-      case 2: return lanes_shape(p, RunLanes<2>{RunRegs(t)});
-      case 3: return lanes_shape(p, RunLanes<3>{RunRegs(t)});
-      default: return lanes_shape(p, RunLanes<0>{RunRegs(t)});
-    }
+    uint8_t top = 0;
+    with_runs(RunRegs(t), [&](auto n, auto exact) {
+      top = lanes_shape(p, RunLanes<decltype(n)::value, decltype(exact)::value>{RunRegs(t)});
+    });
+    return top;
   }
   if (t->octave_ok)
     return t->octave_classes > 1 ? lanes_shape(p, OctaveLanes<true>{octave_regs(t)})

@@ -129,7 +129,9 @@ inline int runs_level(const wq::ThresholdRuns& r, int32_t v) {
   int k = 0;
   while (k + 1 < r.count && v >= r.start[k + 1]) ++k;
   const int32_t d = v - r.start[k];   // ≥ 0; start ≥ -2^30 keeps it in int32
-  return r.first[k] + (d < r.cap[k] ? d : r.cap[k]) / r.step[k];
+  // < 2^31 by construction (build_threshold_runs)
+  const int32_t dq = ((d < r.cap[k] ? d : r.cap[k]) << r.shift[k]) + r.frac[k];
+  return r.first[k] + dq / r.step[k];
 }
 
 inline int count_le_runs(const wq::ThresholdTable* t, int32_t v) {

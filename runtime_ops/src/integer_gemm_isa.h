@@ -36,6 +36,8 @@ void gemm_tile_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, 
 // the u8 × s8 path (vpdpbusd; IsaKernels::quad_levels, gemm_tile_u8, gemm_tile_u8_edge)
 uint8_t quad_levels(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, const uint8_t* x3, int32_t* dst, size_t n,
                     const int16_t* table256);
+void quad_floats(const float* x0, const float* x1, const float* x2, const float* x3, int32_t* dst, size_t n,
+                 float scale, float xmax);
 void gemm_tile_u8(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int32_t* c, size_t ldc,
                   int rows, int ncols);
 void gemm_tile_u8_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,

@@ -12,6 +12,11 @@
 // adjacent input channels), the weights are s8 quads with the fan-in reordered to (channel quad, ky, kx), and the
 // tile is the same 8 × 48 register tile with vpdpbusd (64 u8 · s8 MACs per instruction instead of vpdpwssd's 32).
 // The products and sums are the same integers (exact; see IsaKernels::gemm_tile_u8), so the output is identical.
+// A float input takes it too when its mantissas are s8 (x_max ≤ 127, the compiler's narrow float input): the quad
+// image then holds mantissa + 128 (a u8; padding is 128 as well, the image of 0), so every accumulator comes out
+// 128 · Σ_k C[o, k] too large, a constant per output channel that pack() folds into the bias (ConvWeights::bias).
+// vpdpbusd never saturates and acc + bias is the true value, so the integers are again exactly the int16 path's.
+// (A row-scaled layer scales acc before adding the bias, so it keeps the int16 path.)
 // WQCOMPILE_NO_U8=1 turns it off; WQCOMPILE_REQUIRE_U8=1 makes a GEMM-path layer that does not take it an error
 // (naming why), which the tests use to prove the path was taken. Both are read when the kernel is created.
 // Depthwise path (group == C == M): with AVX-512 VBMI, level input and a fused output with one thresholds row, 16
@@ -60,6 +65,8 @@ struct ConvWeights {
   int64_t kg = 0;                  // int32 groups of k per weight row: ceil(cg / lanes) · kh · kw
   AlignedBuffer<int16_t> a;        // int16 path: [M][2·kg] weight mantissas, zero for channels past cg
   AlignedBuffer<int8_t> a8;        // u8 path: [M][4·kg] weight mantissas (s8), zero for channels past cg
+  std::vector<int32_t> bias;       // the bias the GEMM paths add: the layer's, minus 128 · Σ_k C[o, k] for a u8 float input
+  int pad_byte = 0;                // every byte of the image's padding: 0, or 128 for a u8 float input (its image of 0)
   std::vector<int32_t> filters;    // depthwise: [M][kh·kw]
 };
 
@@ -214,14 +221,23 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
   cw->kg = nq * taps;
   if (cw->u8) cw->a8.resize(static_cast<size_t>(m_ * row));
   else cw->a.resize(static_cast<size_t>(m_ * row));
+  const bool offset = cw->u8 && !x_levels_;   // float input on the u8 path: the image holds mantissa + 128
+  cw->bias = cw->layer->bias;
+  cw->pad_byte = offset ? 128 : 0;
   for (int64_t o = 0; o < m_; ++o) {
     const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [cg][kh][kw]
+    int64_t sum = 0;
     for (int64_t ci = 0; ci < cg_; ++ci)
       for (int64_t t = 0; t < taps; ++t) {
         const int64_t k = o * row + lanes * ((ci / lanes) * taps + t) + ci % lanes;
         if (cw->u8) cw->a8.data()[k] = static_cast<int8_t>(src[ci * taps + t]);   // within -128..127 (u8_refusal)
         else cw->a.data()[k] = src[ci * taps + t];
+        sum += src[ci * taps + t];
       }
+    // exact modulo 2^32, like the sums of vpdpbusd: acc + bias is the true acc + bias, within the §2 bound
+    if (offset)
+      cw->bias[static_cast<size_t>(o)] = static_cast<int32_t>(static_cast<uint32_t>(cw->bias[static_cast<size_t>(o)]) -
+                                                              static_cast<uint32_t>(128 * sum));
   }
   return cw;
 }
@@ -233,8 +249,16 @@ std::string QConvKernel::u8_refusal(const PreparedLayer& L) const {
   if (isa_->gemm_tile_u8 == nullptr || isa_->quad_levels == nullptr)
     return std::string("the ") + isa_->name + " instruction set has no u8 path";
   if (!u8_allowed_) return "WQCOMPILE_NO_U8 is set";
-  if (!x_levels_) return "the input is float32, not uint8 levels";
-  for (int j = 0; j < 256; ++j) {
+  if (!x_levels_) {
+    if (isa_->quad_floats == nullptr) return std::string("the ") + isa_->name + " instruction set has no float quad image";
+    if (attrs_.x_max > 127) return "the float32 input's x_max " + std::to_string(attrs_.x_max) + " is above 127";
+    if (attrs_.x_shift < -126 || attrs_.x_shift > 127)
+      return "the float32 input's x_shift " + std::to_string(attrs_.x_shift) + " is outside float32's normal exponents";
+    if (L.row_scaled()) return "a row-scaled layer cannot fold the float input's offset into its bias";
+    // keeps |128 · Σ C| and so every partial sum and the corrected bias below 2^30 (no int32 wrap anywhere)
+    if (cg_ * kh_ * kw_ > (int64_t(1) << 16)) return "the fan-in is above 65536 (the float input's offset could wrap)";
+  }
+  for (int j = 0; x_levels_ && j < 256; ++j) {
     const int16_t v = L.x_table256[static_cast<size_t>(j)];
     if (v < 0 || v > 255)
       return "x_table[" + std::to_string(j) + "] = " + std::to_string(v) + " is outside 0..255";
@@ -406,20 +430,21 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
         int64_t at[4];
         for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
-        if (cw.u8) quad_span(isa, where_, L, x, at, count, dst);
+        if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
         else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
       };
       int32_t* base = x2 + plane * hp * wp;
-      std::memset(base, 0, sizeof(int32_t) * g.pt * wp);                          // top padding rows
-      std::memset(base + (g.pt + g.h) * wp, 0, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
+      const int pad = cw.pad_byte;
+      std::memset(base, pad, sizeof(int32_t) * g.pt * wp);                          // top padding rows
+      std::memset(base + (g.pt + g.h) * wp, pad, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
       if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: the whole plane at once
         span(0, hw, base + g.pt * wp);
         return;
       }
       for (int64_t iy = 0; iy < g.h; ++iy) {
         int32_t* row = base + (g.pt + iy) * wp;
-        std::memset(row, 0, sizeof(int32_t) * g.pl);
-        std::memset(row + g.pl + g.w, 0, sizeof(int32_t) * g.pr);
+        std::memset(row, pad, sizeof(int32_t) * g.pl);
+        std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
         span(iy * g.w, g.w, row + g.pl);
       }
     });
@@ -524,7 +549,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
           void* out[8];
           for (int r = 0; r < rows; ++r) {
             const int64_t o = o0 + r, gr = L.row_of(o);
-            bias[r] = L.bias[static_cast<size_t>(o)];
+            bias[r] = cw.bias[static_cast<size_t>(o)];
             tables[r] = L.fused() ? L.thresholds[static_cast<size_t>(gr)].get() : nullptr;
             scale[r] = L.scale[static_cast<size_t>(gr)];
             out[r] = res != nullptr ? static_cast<void*>(a_tile + r * nr)
@@ -540,7 +565,7 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
           const int64_t o = o0 + r;
           const int32_t* acc = c + r * nr;
           if (res != nullptr) {   // the float edge of the whole row (it does not depend on the image)
-            edge_segment(isa, L, o, acc, L.bias[static_cast<size_t>(o)], a_tile + r * nr, ncols);
+            edge_segment(isa, L, o, acc, cw.bias[static_cast<size_t>(o)], a_tile + r * nr, ncols);
             continue;
           }
           // columns j0.. map to (image, pixel) runs of the output
@@ -551,10 +576,10 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
             if (raw) {
               int32_t* d = reinterpret_cast<int32_t*>(dst);
               const int32_t* a = acc + (j - j0);
-              const int32_t b = L.bias[static_cast<size_t>(o)];
+              const int32_t b = cw.bias[static_cast<size_t>(o)];
               for (int64_t i = 0; i < len; ++i) d[i] = a[i] + b;
             } else {
-              edge_segment(isa, L, o, acc + (j - j0), L.bias[static_cast<size_t>(o)], dst, len);
+              edge_segment(isa, L, o, acc + (j - j0), cw.bias[static_cast<size_t>(o)], dst, len);
             }
             j += len;
           }

@@ -3,7 +3,8 @@
 
 Piecewise evenly spaced sets (the segmented and linear activation quantizers', whose step the compiler keeps to a
 few significant bits so that their integer thresholds are exactly T_j = start_k + (j - j_k)·D_k within each of at
-most 8 runs) are counted with one float multiply and an integer correction instead of a lookup. The cases cover
+most 8 runs, or, on a coarse accumulator, T_j = ceil((X_k + (j - j_k)·p_k) / 2^q_k) for a dyadic spacing p / 2^q ≥ 1)
+are counted with one float multiply and an integer correction instead of a lookup. The cases cover
 one to eight runs with arbitrary jumps between them, the spacing from D = 1 to the int32 limit of (reach - 1)·D, a first
 threshold apart from the grid (the strict T_0 = T_1 - D + 1) or equal to T_1, negative thresholds, the unreachable
 2^30 tail, 16..255 thresholds, and accumulators on, just below, between and far outside the thresholds, through the
@@ -71,12 +72,38 @@ def _runs_row(rng, count: int) -> np.ndarray:
     return np.clip(t, -LIMIT, LIMIT)
 
 
+def _dyadic_runs_row(rng, count: int) -> np.ndarray:
+    """Runs of ceil((X + i·p) / 2^q): the integer thresholds of evenly spaced real ones whose spacing p / 2^q ≥ 1 is
+    a dyadic fraction (q = 1..6; a narrow layer's coarse accumulator), as the compiler's int_thresholds makes them
+    (ceil, or floor + 1 for the strict first), up to 8 runs with jumps, sometimes spacing ~1 and a 2^30 tail."""
+    runs = int(rng.integers(1, 9))
+    cuts = sorted(rng.choice(np.arange(2, count), size=min(runs - 1, count - 2), replace=False)) if runs > 1 else []
+    t = np.empty(count, dtype=np.int64)
+    start = float(rng.integers(-2**20, 2**20)) if rng.random() < 0.3 else float(rng.integers(1, 1000))
+    j = 1
+    for end in list(cuts) + [count]:
+        q = int(rng.integers(1, 7))
+        # p < 2^13: dyadic runs need the exact one-FMA quotient (ThresholdRuns::exact); the compiler's are far below
+        p = int(rng.integers(2**q, 2**q + 2)) if rng.random() < 0.2 else int(rng.integers(2**q, min(2**13, 2**(q + 10))))
+        x = start + rng.integers(0, 2**q) / 2**q
+        t[j:end] = np.ceil(x + np.arange(end - j) * p / 2**q).astype(np.int64)
+        start = float(t[end - 1] + int(rng.integers(1, 50)))
+        j = end
+    t[0] = t[1] - int(rng.integers(0, 3))
+    if rng.random() < 0.3:
+        t[int(rng.integers(3, count)):] = LIMIT
+    return np.clip(t, -LIMIT, LIMIT)
+
+
 def _rows(seed: int, off_grid: bool):
     rng = np.random.default_rng(4400 + seed)
     count = int(rng.choice([16, 17, 64, 200, 255, 255]))
     rows = []
     for _ in range(3):
-        t = _uniform_row(rng, count) if seed % 2 == 0 or off_grid else _runs_row(rng, count)
+        if seed % 4 == 3 and not off_grid:
+            t = _dyadic_runs_row(rng, count)
+        else:
+            t = _uniform_row(rng, count) if seed % 2 == 0 or off_grid else _runs_row(rng, count)
         if off_grid:   # one threshold of the grid moved by one: no arithmetic index, the same levels
             reach = int(np.sum(t < LIMIT))
             j = int(rng.integers(2, max(reach - 1, 3)))
@@ -113,7 +140,7 @@ def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
 def test_uniform_thresholds(isa, seed, op, monkeypatch):
     monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
@@ -164,6 +191,17 @@ def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
     _check_refusal(dup, monkeypatch, isa, True)
     dup[51] = dup[49]                     # three: a run of spacing 0, no arithmetic on it
     _check_refusal(dup, monkeypatch, isa, False)
+    half = np.ceil(1000.25 + 26.5 * np.arange(255)).astype(np.int64)   # spacing 26.5: not evenly spaced integers
+    _check_refusal(half, monkeypatch, isa, True)                        # one run with a dyadic spacing
+    fine = np.ceil(3.0 + (1 + 1 / 64) * np.arange(255)).astype(np.int64)   # spacing 65/64, steps of 1 and 2
+    _check_refusal(fine, monkeypatch, isa, True)
+    third = np.ceil(5.0 + 37.3333333 * np.arange(255)).astype(np.int64)     # not dyadic: 2^-6 cannot follow it
+    _check_refusal(third, monkeypatch, isa, True)                          # for 255 thresholds, but a few runs can
+    coarse = np.ceil(0.5 + (8192 + 0.5) * np.arange(255)).astype(np.int64)  # dyadic, but step 2·8192 + 1 ≥ 2^13:
+    _check_refusal(coarse, monkeypatch, isa, False)                         # the one-FMA quotient is not exact
+    rng = np.random.default_rng(0)
+    ragged = 1000 + np.cumsum(rng.integers(20, 60, 255))              # no structure: far more than 8 runs
+    _check_refusal(ragged, monkeypatch, isa, False)
 
 
 # ---------------------------------------------------------------- float thresholds (QRelu, AddQRelu, joins)

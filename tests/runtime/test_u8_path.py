@@ -257,9 +257,9 @@ def test_u8_path_only_on_avx512(isa):
         run_case(case, {"WQCOMPILE_REQUIRE_U8": "1"}, isa=isa)
 
 
-def test_u8_require_ignores_depthwise_and_float_input_is_refused():
+def test_u8_require_ignores_depthwise_and_wide_float_input_is_refused():
     """Depthwise layers keep their own kernel (WQCOMPILE_REQUIRE_U8 does not apply to them); a float32 input
-    never takes the u8 path."""
+    whose mantissas do not fit an s8 (x_max above 127) does not take the u8 path."""
     rng = np.random.default_rng(5)
     c = 6
     case = dict(x=rng.integers(0, 4, (2, c, 8, 8)).astype(np.uint8), W=pack_naive(rng.integers(0, 4, (c, 1, 3, 3)), 2),
@@ -272,8 +272,88 @@ def test_u8_require_ignores_depthwise_and_float_input_is_refused():
                W=pack_naive(rng.integers(0, 4, (4, c, 3, 3)), 2),
                attrs=dict(case["attrs"], w_shape=[4, c, 3, 3], group=1, x_max=255))
     assert same_bits(run_case(flt, {}), reference(flt))
-    with pytest.raises(Exception, match="float32"):
+    with pytest.raises(Exception, match="x_max 255 is above 127"):
         run_case(flt, {"WQCOMPILE_REQUIRE_U8": "1"})
+
+
+def float_input(rng, shape, x_shift: int, x_max: int) -> np.ndarray:
+    """Float32 input around the s8 range of its mantissas: values that round to ±x_max, beyond it (clipped), ties
+    (k + 0.5 mantissas, round half to even), zeros, NaN and ±inf."""
+    unit = 2.0 ** -x_shift
+    x = rng.standard_normal(shape) * (x_max / 3) * unit
+    flat = x.reshape(-1)
+    if flat.size:
+        pick = rng.random(flat.size)
+        flat[pick < 0.05] = (rng.integers(-x_max, x_max + 1, int(np.sum(pick < 0.05))) + 0.5) * unit
+        flat[(pick >= 0.05) & (pick < 0.08)] = 0.0
+        flat[(pick >= 0.08) & (pick < 0.1)] = np.sign(rng.standard_normal(int(np.sum((pick >= 0.08) & (pick < 0.1))))) * 3 * x_max * unit
+        flat[(pick >= 0.1) & (pick < 0.11)] = np.nan
+        flat[(pick >= 0.11) & (pick < 0.115)] = np.inf
+        flat[(pick >= 0.115) & (pick < 0.12)] = -np.inf
+    return x.astype(np.float32)
+
+
+def float_conv_case(seed: int, *, layout: str | None = None) -> dict:
+    """u8_conv_case with a float32 input whose mantissas are s8 (x_max ≤ 127): the quad image holds mantissa + 128
+    and the kernel folds −128 · Σ C into the bias (padding is 128 too). No row scale: those keep the int16 path."""
+    case = u8_conv_case(seed, layout=layout)
+    rng = np.random.default_rng(9000 + seed)
+    attrs = dict(case["attrs"])
+    attrs["x_max"] = int(rng.choice([1, 2, 64, 100, 127, 127]))
+    attrs["x_shift"] = int(rng.integers(-6, 12))
+    m, cg, kh, kw = attrs["w_shape"]
+    bits = attrs["w_bits"]
+    gc = case["codebook"].shape[0]
+    bias_budget = int(rng.choice([0, 2**10, 2**24, 2**29]))
+    codebook = s8_codebook(rng, gc, bits, cg * kh * kw, attrs["x_max"], bias_budget)
+    room = ACC_MAX - attrs["x_max"] * cg * kh * kw * int(np.abs(codebook.astype(np.int64)).max())
+    bias_budget = max(0, min(bias_budget, room))
+    bias = rng.integers(-bias_budget, bias_budget + 1, m).astype(np.int32) if rng.random() < 0.7 else None
+    x = float_input(rng, case["x"].shape, attrs["x_shift"], attrs["x_max"])
+    out = dict(case, x=x, x_table=None, codebook=codebook, bias=bias, row_scale=None, thresholds=None, attrs=attrs)
+    if case["thresholds"] is not None:
+        y = reference(out)
+        out["thresholds"] = _thresholds(rng, y, [s + attrs["x_shift"] for s in attrs["w_shift"]], 1, gc)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_u8_path_float_input_random(seed):
+    """Float32 input with s8 mantissas on the u8 path: every layout, pads (128 in the image), both outputs."""
+    check_all_modes(float_conv_case(seed), as_inputs=seed % 9 == 4, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("cg", [1, 3, 4, 5, 64, 67])
+def test_u8_float_input_extremes_and_bound(cg):
+    """Every weight at -128 or 127 against inputs at ±127 (and beyond: clipped), a padded 3x3 layer whose padding
+    must act as 0, and the bias filling the rest of the accumulator bound: |acc| reaches 2^30 - 1."""
+    rng = np.random.default_rng(cg)
+    kh, m = 3, 9
+    fan_in = cg * kh * kh
+    for w, sign in ((1, -1), (0, 1)):
+        idx = np.full((m, cg, kh, kh), w)
+        idx[:, :, 0, 0] = rng.integers(0, 2, (m, cg))
+        x = np.where(rng.random((2, cg, 6, 7)) < 0.7, sign * 1e9, rng.integers(-127, 128, (2, cg, 6, 7)))
+        bias_abs = ACC_MAX - 127 * 128 * fan_in
+        case = dict(x=x.astype(np.float32), W=pack_naive(idx, 1), codebook=np.array([[127, -128]], np.int16),
+                    x_table=None, bias=np.full(m, -sign * bias_abs, np.int32), thresholds=None, row_scale=None,
+                    attrs=dict(w_bits=1, w_shape=[m, cg, kh, kh], w_shift=[0], x_shift=0, x_max=127,
+                               pads=[1, 0, 2, 1]))
+        check_all_modes(case, threads=2)
+        case["thresholds"] = np.array([[-2**30, -(2**30 - 1), 0, 2**30 - 2, 2**30 - 1, 2**30]], np.int32)
+        check_all_modes(case)
+
+
+def test_u8_float_input_refused_when_row_scaled():
+    """A row scale multiplies acc before the bias is added, so the offset cannot be folded: the int16 path runs."""
+    case = float_conv_case(0, layout="dense")
+    case["codebook"] = case["codebook"][:1]
+    m = case["attrs"]["w_shape"][0]
+    case["row_scale"] = np.random.default_rng(1).integers(0, 2**22 + 1, m).astype(np.int32)
+    case["thresholds"] = None
+    assert same_bits(run_case(case, {}), reference(case))
+    with pytest.raises(Exception, match="row-scaled"):
+        run_case(case, {"WQCOMPILE_REQUIRE_U8": "1"})
 
 
 def _maxpool_ref(y: np.ndarray, k: int, s: int, pads: list[int]) -> np.ndarray:

@@ -43,7 +43,7 @@ from wqcompile.errors import PreconditionError
 from wqcompile.graph import export_model
 from wqcompile.layers import linear_layer
 from wqcompile.lowering import NARROW_BITS, snap_codebooks
-from wqcompile.operand_width import narrow_layers
+from wqcompile.operand_width import narrow_layers, simulated_input
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.quant import WeightCodebook
@@ -324,13 +324,13 @@ def collect_joint_moments(sim_model, fp_session, graph: gs.Graph, ctx, layers: l
     moments = {name: JointMoments(nodes[name], linear_layer(nodes[name]), ctx.config.seed + index[name],
                                   keep_fp=keep_fp) for name in layers}
     names = list(dict.fromkeys(ctx.weight_layers[n].input for n in layers))
-    session = augmented_session(sim_model, names)
+    q_names = list(dict.fromkeys(simulated_input(ctx, n) for n in layers))
+    session = augmented_session(sim_model, q_names)
     for batch in open_calibration(calibration, sim_model, max_samples=ctx.config.max_calib_samples):
-        q = dict(zip(names, session.run(names, batch)))
+        q = dict(zip(q_names, session.run(q_names, batch)))
         fp = dict(zip(names, fp_session.run(names, batch)))
         for name in layers:
-            inp = ctx.weight_layers[name].input
-            moments[name].update(q[inp], fp[inp])
+            moments[name].update(q[simulated_input(ctx, name)], fp[ctx.weight_layers[name].input])
     return moments
 
 
@@ -376,12 +376,12 @@ def fp32_target_moments(graph: gs.Graph, ctx, layers: list[str], *, keep_fp: boo
     index = {name: i for i, name in enumerate(ctx.weight_layers)}
     batches = list(open_calibration(ctx.calibration, base, max_samples=ctx.config.max_calib_samples))
     targets = [ctx.weight_layers[name].input for name in layers]
-    sim = SimulationStream(sim_model, batches, targets, weights=dequantized)
+    sim = SimulationStream(sim_model, batches, [simulated_input(ctx, name) for name in layers], weights=dequantized)
     fp = SimulationStream(base, batches, targets)
     for name in layers:
         jm = JointMoments(nodes[name], linear_layer(nodes[name]), ctx.config.seed + index[name], keep_fp=keep_fp)
-        inp = ctx.weight_layers[name].input
-        for x_q, x_fp in zip(sim.advance([inp])[inp], fp.advance([inp])[inp]):
+        inp, q_inp = ctx.weight_layers[name].input, simulated_input(ctx, name)
+        for x_q, x_fp in zip(sim.advance([q_inp])[q_inp], fp.advance([inp])[inp]):
             jm.update(x_q, x_fp)
         yield name, jm
     # every calibration batch is held at the graph's frontier: the memory cost of this pass (--max-calib-samples)
@@ -389,18 +389,21 @@ def fp32_target_moments(graph: gs.Graph, ctx, layers: list[str], *, keep_fp: boo
                 len(batches), (sim.peak_bytes + fp.peak_bytes) / 2**20)
 
 
-def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration) -> dict[str, InputMoments]:
-    """Stream the calibration data through ``model`` once and accumulate the inputs of ``layers``."""
+def collect_moments(model, graph: gs.Graph, ctx, layers: list[str], calibration, *,
+                    simulated: bool = False) -> dict[str, InputMoments]:
+    """Stream the calibration data through ``model`` once and accumulate the inputs of ``layers`` (``simulated``:
+    ``model`` is a ``simulation_model``, whose narrow float-input layers read their s8 grid)."""
     nodes = {n.name: n for n in graph.nodes}
     moments = {name: InputMoments(nodes[name], linear_layer(nodes[name]), ctx.config.seed + i)
                for i, name in enumerate(layers)}
-    names = list(dict.fromkeys(ctx.weight_layers[n].input for n in layers))
+    read = {n: simulated_input(ctx, n) if simulated else ctx.weight_layers[n].input for n in layers}
+    names = list(dict.fromkeys(read.values()))
     session = augmented_session(model, names)
     stream = open_calibration(calibration, model, max_samples=ctx.config.max_calib_samples)
     for batch in stream:
         values = dict(zip(names, session.run(names, batch)))
         for name in layers:
-            moments[name].update(values[ctx.weight_layers[name].input])
+            moments[name].update(values[read[name]])
     return moments
 
 

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from wqcompile.errors import PreconditionError
 from wqcompile.layers import linear_layer
 from wqcompile.level_flow import passes_levels
-from wqcompile.lowering import NARROW_BITS, FloatInput, LevelInput, QuantizedOutput, lower_layer
+from wqcompile.lowering import FloatInput, LevelInput, QuantizedOutput, lower_layer, narrow_bits
 from wqcompile.operand_width import narrow_layers
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.report import activation_report, weight_numbers
@@ -118,7 +118,7 @@ class RewritePass(Pass):
         bias = layer.bias
         if node.name in ctx.bias_corrections:
             bias = ctx.bias_corrections[node.name] + (0.0 if bias is None else bias)
-        low = lower_layer(node.name, fitted, bias, x_desc, out_desc, max_bits=NARROW_BITS if narrow else None)
+        low = lower_layer(node.name, fitted, bias, x_desc, out_desc, max_bits=narrow_bits(x_desc) if narrow else None)
         if layer.transpose_input:
             transposed = gs.Variable(f"{node.name}.xT", dtype=x_in.dtype)
             extra.append(gs.Node("Transpose", f"{node.name}.transposeA", attrs={"perm": [1, 0]},

@@ -32,7 +32,7 @@ from wqcompile.calib.readers import open_calibration
 from wqcompile.errors import PreconditionError, QuantizationError
 from wqcompile.graph import export_model
 from wqcompile.lowering import NARROW_BITS
-from wqcompile.operand_width import narrow_layers
+from wqcompile.operand_width import narrow_layers, s8_input_nodes
 from wqcompile.pass_manager import Pass, PassResult
 from wqcompile.passes.calibrate import augmented_session
 from wqcompile.passes.correct_bias import dequantized_weights
@@ -78,7 +78,8 @@ def _stored_weight(node: onnx.NodeProto, w_hat: np.ndarray, shape: tuple[int, ..
 
 
 def simulation_model(base: onnx.ModelProto, ctx, weights_done, acts_done) -> onnx.ModelProto:
-    """``base`` with the weights of ``weights_done`` dequantized and the tensors ``acts_done`` fake-quantized."""
+    """``base`` with the weights of ``weights_done`` dequantized, the tensors ``acts_done`` fake-quantized and the
+    inputs of narrow float-input layers on their s8 grid (``operand_width.simulated_input``)."""
     model = onnx.ModelProto()
     model.CopyFrom(base)
     g = model.graph
@@ -94,6 +95,10 @@ def simulation_model(base: onnx.ModelProto, ctx, weights_done, acts_done) -> onn
     act_of = {a.node: a for a in ctx.act_layers.values() if a.output in acts_done}
     nodes = []
     for node in g.node:
+        if node.name in ctx.narrow_float_shift:   # the s8 grid the runtime puts its float input on
+            s8, s8_inits, node.input[0] = s8_input_nodes(node.name, node.input[0], ctx.narrow_float_shift[node.name])
+            nodes += s8
+            g.initializer.extend(s8_inits)
         nodes.append(node)
         if node.name in act_of:
             act = act_of[node.name]
@@ -147,14 +152,16 @@ class SequentialCalibratePass(Pass):
                          file=sys.stderr, leave=False):
             if node.name in ctx.weights:
                 if cfg.codebook_refinement and refinable(node) is None and node.name not in ctx.refined_layers:
+                    # the input's quantizer is final by now, so the narrow-operand policy can be asked (before the
+                    # simulation is built: a narrow float input is simulated on its s8 grid)
+                    narrow = node.name in narrow_layers(graph, ctx, only={node.name},
+                                                         reassigned={node.name} if cfg.gptq else set())
                     model = simulation_model(base, ctx, weights_done, acts_done)
                     if fp is not None:
                         moments = collect_joint_moments(model, fp, graph, ctx, [node.name], ctx.calibration)[node.name]
                     else:
-                        moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration)[node.name]
-                    # the input's quantizer is final by now, so the narrow-operand policy can be asked
-                    narrow = node.name in narrow_layers(graph, ctx, only={node.name},
-                                                         reassigned={node.name} if cfg.gptq else set())
+                        moments = collect_moments(model, graph, ctx, [node.name], ctx.calibration,
+                                                  simulated=True)[node.name]
                     ctx.weights[node.name] = refit_layer(ctx.weights[node.name], moments, gptq=cfg.gptq,
                                                          snap_bits=NARROW_BITS[0] if narrow else None)
                     ctx.refined_layers.add(node.name)

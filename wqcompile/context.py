@@ -85,6 +85,7 @@ class CompileContext:
     bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)
     refined_layers: set[str] = field(default_factory=set)     # codebooks already refined (RefineCodebooksPass)
     narrow_operands: dict[str, bool] = field(default_factory=dict)   # per weight layer, decided once (operand_width)
+    narrow_float_shift: dict[str, int] = field(default_factory=dict)  # narrow float-input layers: x_shift of their s8 grid
     skipped: dict[str, str] = field(default_factory=dict)
     layer_report: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)

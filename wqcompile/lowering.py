@@ -19,8 +19,11 @@ from wqcompile.runtime_ops.packing import pack_indices
 
 MIN_INPUT_BITS = 4
 # (codebook mw, input mx) of the runtime's u8×s8 GEMM (vpdpbusd): int8 codebook mantissas (|C| ≤ 127) times uint8
-# level mantissas (x_table ≤ 255). Needs w_bits ≤ 5 (mw ≥ w_bits + 2, §4) and a level input.
+# level mantissas (x_table ≤ 255). Needs w_bits ≤ 5 (mw ≥ w_bits + 2, §4).
 NARROW_BITS = (7, 8)
+# the same for a float input: its mantissas clip(rint(x · 2^x_shift), ±127) are s8, which the runtime offsets by
+# 128 into u8 (and takes 128 · Σ C back through the bias)
+NARROW_FLOAT_BITS = (7, 7)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class LevelInput:
     """A uint8 level input; ``values`` are its real level values (values[0] = 0)."""
 
     values: np.ndarray
+
+
+def narrow_bits(x: "FloatInput | LevelInput") -> tuple[int, int]:
+    """The ``max_bits`` of a narrow layer with input ``x``."""
+    return NARROW_FLOAT_BITS if isinstance(x, FloatInput) else NARROW_BITS
 
 
 @dataclass(frozen=True)

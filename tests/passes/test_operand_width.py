@@ -12,7 +12,7 @@ from tests.passes.test_refine_codebooks import _fp32_target_layers
 from wqcompile.context import FittedWeights
 from wqcompile.errors import QuantizationError
 from wqcompile.lowering import NARROW_BITS, LevelInput, lower_layer, snap_codebooks
-from wqcompile.operand_width import narrow_level_values, runs_narrow, snap_error
+from wqcompile.operand_width import float_snap_error, narrow_level_values, runs_narrow, snap_error
 from wqcompile.passes.refine_codebooks import refit_layer, target_error
 from wqcompile.quant import fit_weighted_entropy
 from wqcompile.quant.act_quantizer import ActQuantizer
@@ -36,6 +36,17 @@ RELU6_LIKE = _hist(np.minimum(RNG.exponential(1.0, 100_000), 6.0))
 # most of the mass far below the top level: on the uint8 grid of the top level those levels merge into 0
 SMALL_MASS = _hist(np.concatenate([RNG.uniform(1e-3, 4e-3, 100_000), [1.0]]))
 SMALL_LEVELS = np.concatenate([[0.0], np.linspace(1e-3, 4e-3, 14), [1.0]])
+# float inputs (the residual stream): Gaussian, and the same with one value 300 σ out
+GAUSS = _hist(RNG.standard_normal(100_000))
+ONE_OUTLIER = _hist(np.concatenate([RNG.standard_normal(100_000), [300.0]]))
+
+
+def test_float_snap_error_matches_rounding_to_the_s8_step():
+    """The s8 grid of a unit Gaussian (max ≈ 4.4: 127 / 4.4 ≥ 2^4, step 2^-4) costs step²/12 of its power, ~3e-4;
+    with one value at 300 the step is 4 and almost every value rounds to 0 (most of the power lost)."""
+    assert float_snap_error(GAUSS) == pytest.approx(2.0**-8 / 12, rel=0.1)
+    assert float_snap_error(ONE_OUTLIER) > 0.1
+    assert float_snap_error(LogHistogram()) == 0.0
 
 
 def test_snap_error_is_tiny_for_4_bit_levels_and_large_when_levels_merge():
@@ -50,7 +61,11 @@ def test_snap_error_is_tiny_for_4_bit_levels_and_large_when_levels_merge():
     ("auto", True, 5, LLOYD_LIKE, RELU6_LIKE, True),         # mw ≥ w_bits + 2 = 7 still fits int8
     ("auto", True, 6, LLOYD_LIKE, RELU6_LIKE, False),        # needs ≥ 8-bit codebook mantissas
     ("auto", False, 4, LLOYD_LIKE, RELU6_LIKE, False),       # depthwise or Gemm: the runtime has no u8 path there
-    ("auto", True, 4, None, None, False),                    # float input
+    ("auto", True, 4, None, None, False),                    # float input without a histogram
+    ("auto", True, 4, None, GAUSS, True),                    # float input: its s8 grid costs ~40 dB
+    ("auto", True, 4, None, ONE_OUTLIER, False),             # one far value makes the s8 step too coarse
+    ("8", True, 4, None, ONE_OUTLIER, True),                 # asked for: accepted anyway
+    ("8", True, 4, None, None, False),                       # but a float input needs its calibrated range
     ("auto", True, 4, SMALL_LEVELS, SMALL_MASS, False),      # the snapped levels would cost too much
     ("auto", True, 4, LLOYD_LIKE, None, False),              # no histogram to judge by
     ("8", True, 4, SMALL_LEVELS, SMALL_MASS, True),          # asked for: accepted anyway
@@ -139,11 +154,15 @@ def test_compiled_model_has_narrow_operands_exactly_where_the_policy_says():
     model, calib = tiny_cnn(), calib_data()
     results = {w: compile_and_compare(model, calib, weight_bits=4, act_bits=4, mantissa_width=w) for w in ("16", "auto")}
     wide, narrow = (_qconvs(results[w][0].model) for w in ("16", "auto"))
-    # conv1 reads the float input: wide either way; conv2 (group 2, levels from the pool) goes narrow under auto
-    assert np.abs(narrow["conv1"][0]).max() > 127 and narrow["conv1"][1] is None
+    x_max = {w: {n.name: next(a.i for a in n.attribute if a.name == "x_max")
+                 for n in results[w][0].model.graph.node if n.op_type == "QConv"} for w in ("16", "auto")}
+    # conv1 reads the float input: s8 mantissas under auto (x_max 127); conv2 (group 2, levels from the pool) u8
+    assert np.abs(narrow["conv1"][0]).max() <= 127 and narrow["conv1"][1] is None and x_max["auto"]["conv1"] == 127
+    assert np.abs(wide["conv1"][0]).max() > 127 and x_max["16"]["conv1"] > 127
     assert np.abs(narrow["conv2"][0]).max() <= 127 and narrow["conv2"][1].max() <= 255
     assert np.abs(wide["conv2"][0]).max() > 127 and wide["conv2"][1].max() > 255
     report = {r["node"]: r for r in results["auto"][0].report["layers"] if "mantissa_bits" in r}
+    assert report["conv1"]["mantissa_bits"] == {"codebook": 7, "input": 7}
     assert report["conv2"]["mantissa_bits"] == {"codebook": 7, "input": 8}
     # narrow costs little: within 1 dB of the wide model's output SQNR on this random CNN
     assert results["auto"][1][0] > results["16"][1][0] - 1.0, (results["auto"][1], results["16"][1])

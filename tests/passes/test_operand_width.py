@@ -152,7 +152,11 @@ def test_the_paper_pipeline_stays_wide_under_auto_and_goes_narrow_when_asked():
 
 def test_compiled_model_has_narrow_operands_exactly_where_the_policy_says():
     model, calib = tiny_cnn(), calib_data()
-    results = {w: compile_and_compare(model, calib, weight_bits=4, act_bits=4, mantissa_width=w) for w in ("16", "auto")}
+    # judged on held-out inputs: on its own calibration samples this random CNN's SQNR is ~10 dB higher and moves
+    # by ±2 dB under any perturbation of a fit (docs/decisions.md, narrow float inputs)
+    held_out = calib_data(n=256, seed=99)
+    results = {w: compile_and_compare(model, calib, held_out, weight_bits=4, act_bits=4, mantissa_width=w)
+               for w in ("16", "auto")}
     wide, narrow = (_qconvs(results[w][0].model) for w in ("16", "auto"))
     x_max = {w: {n.name: next(a.i for a in n.attribute if a.name == "x_max")
                  for n in results[w][0].model.graph.node if n.op_type == "QConv"} for w in ("16", "auto")}
@@ -164,5 +168,5 @@ def test_compiled_model_has_narrow_operands_exactly_where_the_policy_says():
     report = {r["node"]: r for r in results["auto"][0].report["layers"] if "mantissa_bits" in r}
     assert report["conv1"]["mantissa_bits"] == {"codebook": 7, "input": 7}
     assert report["conv2"]["mantissa_bits"] == {"codebook": 7, "input": 8}
-    # narrow costs little: within 1 dB of the wide model's output SQNR on this random CNN
+    # narrow costs little: within 1 dB of the wide model's output SQNR on this random CNN (measured 11.35 vs 11.01)
     assert results["auto"][1][0] > results["16"][1][0] - 1.0, (results["auto"][1], results["16"][1])

@@ -413,9 +413,14 @@ bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level,
     out->shift[k] = shift;
     out->frac[k] = static_cast<int32_t>(frac);
     out->inv[k] = static_cast<float>(1.0 / static_cast<double>(best.p));
-    out->mul[k] = static_cast<float>(static_cast<double>(unit) / static_cast<double>(best.p));
-    out->add[k] = static_cast<float>((static_cast<double>(frac) + 0.5) / static_cast<double>(best.p));
-    exact = exact && best.p < (1 << 13) && cap * unit + frac < (int64_t(1) << 24);
+    // an integer run's step p = p'·2^z: floor(d / p) = floor((d >> z) / p') (the compiler's steps are dyadic with
+    // few significant bits, so p' is small even on a fine int16 accumulator)
+    const int z = shift == 0 ? __builtin_ctzll(static_cast<uint64_t>(best.p)) : 0;
+    const int64_t p_odd = best.p >> z;
+    out->rshift[k] = z;
+    out->mul[k] = static_cast<float>(static_cast<double>(unit) / static_cast<double>(p_odd));
+    out->add[k] = static_cast<float>((static_cast<double>(frac) + 0.5) / static_cast<double>(p_odd));
+    exact = exact && p_odd < (1 << 13) && (cap >> z) * unit + frac < (int64_t(1) << 24);
     fractional = fractional || shift > 0;
     ++k;
     j += best.len;
@@ -432,6 +437,7 @@ bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level,
     out->inv[i] = 1.0f;
     out->mul[i] = 0.0f;
     out->add[i] = 0.0f;
+    out->rshift[i] = 0;
   }
   out->count = k;
   out->exact = exact;

@@ -34,10 +34,13 @@ namespace wq {
 // t[j] ≤ v ⇔ X_k + (j - j_k)·step ≤ v·2^shift, so the run's count is that floor plus one, and the cap stops it at
 // len_k. Below t[1] the level is [v ≥ t[0]]. The vector paths read the run's constants with register permutes (no
 // gather, no table in memory) and take the quotient x (< 256) one of two ways:
-// * exact (every step < 2^13 and cap·2^shift + frac < 2^24): trunc(fma(d, mul[k], add[k])) with mul = 2^shift /
-//   step and add = (frac + 1/2) / step. x is a multiple of 1/step, so x + 1/(2·step) is at least 1/(2·step) > 2^-14
-//   from every integer, and the float error stays below 2^-15 (d exact, two roundings of ≤ 2^-24 relative on a
-//   value < 257): the truncation is floor(x), one FMA and no correction;
+// * exact: trunc(fma(d >> rshift[k], mul[k], add[k])) with, for a dyadic run, rshift = 0, mul = 2^shift / step and
+//   add = (frac + 1/2) / step, and for an integer run of step p'·2^z (p' odd), rshift = z, mul = 1/p', add =
+//   1/(2p') (floor(d / p) = floor((d >> z) / p')). With p'' the divisor used, x is a multiple of 1/p'', so
+//   x + 1/(2p'') is at least 1/(2p'') > 2^-14 from every integer when p'' < 2^13, and the float error stays below
+//   2^-15 when the shifted d·2^shift + frac < 2^24 (exact in float; two roundings of ≤ 2^-24 relative on a value
+//   < 257): the truncation is floor(x), one FMA and no correction. The compiler's steps are dyadic with 6
+//   significant bits, so p' < 64 on any accumulator;
 // * otherwise (integer runs only, shift = frac = 0; a set with a dyadic run that is not exact gets integer runs or
 //   no index): one float multiply by inv[k] ≈ 1/step[k] (off by at most one), corrected with the integer remainder.
 // Valid when start[0] ≥ -2^30 (so v - start fits int32 for |v| < 2^30) and cap[k]·2^shift[k] + frac[k] + step[k]
@@ -56,6 +59,7 @@ struct ThresholdRuns {
   alignas(64) float inv[16];
   alignas(64) float mul[16];
   alignas(64) float add[16];
+  alignas(64) int32_t rshift[16];
 };
 
 // Splits v[begin..end) (non-decreasing int64 values) into runs (longest first, the smallest shift ≤ max_shift among

@@ -316,19 +316,20 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
 }
 
 // The arithmetic index (ThresholdRuns): the lane's run from S - 1 compares with the runs' starts, its constants by
-// register permutes, q = floor(d / step) estimated with one float multiply (within one of the truth, see there)
-// and made exact with the integer remainder d - q·step.
+// register permutes, q = floor(d / step) from one exact FMA (ThresholdRuns::exact) or estimated with one float
+// multiply (within one of the truth, see there) and made exact with the integer remainder d - q·step.
 struct RunRegs {
-  __m512i start, step, cap, first, t0, t1, s1, s2;
+  __m512i start, step, cap, first, rshift, t0, t1, s1, s2;
   __m512 inv, mul, add;
   int n = 0;
   bool exact = false;
   RunRegs() = default;   // unused (no runs)
   RunRegs(const ThresholdRuns& r, int32_t t0v, int32_t t1v)
       : start(_mm512_load_si512(r.start)), step(_mm512_load_si512(r.step)), cap(_mm512_load_si512(r.cap)),
-        first(_mm512_load_si512(r.first)), t0(_mm512_set1_epi32(t0v)), t1(_mm512_set1_epi32(t1v)),
-        s1(_mm512_set1_epi32(r.start[1])), s2(_mm512_set1_epi32(r.start[2])), inv(_mm512_load_ps(r.inv)),
-        mul(_mm512_load_ps(r.mul)), add(_mm512_load_ps(r.add)), n(r.count), exact(r.exact) {}
+        first(_mm512_load_si512(r.first)), rshift(_mm512_load_si512(r.rshift)), t0(_mm512_set1_epi32(t0v)),
+        t1(_mm512_set1_epi32(t1v)), s1(_mm512_set1_epi32(r.start[1])), s2(_mm512_set1_epi32(r.start[2])),
+        inv(_mm512_load_ps(r.inv)), mul(_mm512_load_ps(r.mul)), add(_mm512_load_ps(r.add)), n(r.count),
+        exact(r.exact) {}
   explicit RunRegs(const ThresholdTable* t) : RunRegs(t->runs, t->padded[0], t->padded[1]) {}
 };
 
@@ -348,8 +349,9 @@ __attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunReg
   const __m512i start = _mm512_permutexvar_epi32(k, R.start), step = _mm512_permutexvar_epi32(k, R.step);
   // d = min(max(v, start) - start, cap): no overflow (start ≥ -2^30, v < 2^30)
   const __m512i d = _mm512_min_epi32(_mm512_sub_epi32(_mm512_max_epi32(v, start), start), _mm512_permutexvar_epi32(k, R.cap));
-  if constexpr (Exact) {   // d < 2^24: exact in float
-    const __m512 x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k, R.mul), _mm512_permutexvar_ps(k, R.add));
+  if constexpr (Exact) {   // d >> rshift < 2^24: exact in float
+    const __m512i ds = _mm512_srlv_epi32(d, _mm512_permutexvar_epi32(k, R.rshift));
+    const __m512 x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ds), _mm512_permutexvar_ps(k, R.mul), _mm512_permutexvar_ps(k, R.add));
     return _mm512_add_epi32(_mm512_permutexvar_epi32(k, R.first), _mm512_cvttps_epi32(x));
   }
   __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k, R.inv)));

@@ -38,6 +38,10 @@ def _uniform_row(rng, count: int) -> np.ndarray:
     elif kind == 1:    # tiny spacings
         step = int(rng.integers(1, 4))
         t1 = int(rng.integers(-1000, 1000))
+    elif kind == 2:    # the compiler's dyadic steps: a small odd number times a power of two (p' · 2^z)
+        step = int(rng.integers(1, 64)) * 2 ** int(rng.integers(0, 21))
+        step = min(step, (2**31 - 1) // (reach - 1))
+        t1 = int(rng.integers(-LIMIT, LIMIT - (reach - 1) * step)) if rng.random() < 0.3 else step // 2 + 1
     else:
         step = int(np.exp2(rng.uniform(0, 22)))
         t1 = int(rng.integers(-LIMIT, LIMIT - (reach - 1) * step)) if rng.random() < 0.3 else step // 2 + 1

@@ -5,7 +5,8 @@ per instruction, twice its int16 rate), so the compiler gives a layer narrow man
 when ``QuantConfig.mantissa_width`` asks for it and the layer can take them: a convolution the runtime runs as a
 GEMM (not depthwise), ≤ 5-bit weights (op-contract §4 keeps mw ≥ w_bits + 2) and either a uint8 level input
 (``mx = 8``: uint8 ``x_table``) or a float input (``mx = 7``: s8 mantissas, which the runtime offsets by 128 into
-u8; MobileNetV2's expansion convs read the float residual stream). ``"auto"``
+u8; MobileNetV2's expansion convs read the float residual stream; a float input no weight layer computed, the
+model's input, stays wide). ``"auto"``
 also asks that the error the narrow grid adds to the input (level values moved to ``x_table / 2^x_shift``; float
 values rounded to the step ``2^-x_shift`` of 127 mantissas, judged on the positive half of the calibration
 histogram, the grid being symmetric) be small next to the error the layer already has from its ≤ 5-bit weights: relative to
@@ -132,6 +133,21 @@ def simulated_input(ctx, layer: str) -> str:
     return simulated_input_name(layer, x) if layer in ctx.narrow_float_shift else x
 
 
+def computed_by_weight_layer(tensor: gs.Tensor, weight_layers) -> bool:
+    """Whether a weight layer is among the producers of ``tensor`` (else it is the model's input, maybe through
+    preprocessing ops)."""
+    seen, todo = set(), [tensor]
+    while todo:
+        t = todo.pop()
+        for node in t.inputs:
+            if node.name in weight_layers:
+                return True
+            if id(node) not in seen:
+                seen.add(id(node))
+                todo.extend(node.inputs)
+    return False
+
+
 def narrow_layers(graph: gs.Graph, ctx, only: set[str] | None = None, reassigned: set[str] = frozenset()) -> set[str]:
     """Names of the fitted weight layers that get narrow mantissas under ``ctx.config.mantissa_width``. A layer's
     answer is decided the first time it is asked (its input quantizer must be final by then: ``only`` limits the
@@ -147,7 +163,11 @@ def narrow_layers(graph: gs.Graph, ctx, only: set[str] | None = None, reassigned
             continue
         gemm_conv = linear_layer(node).kind == "conv" and "depthwise" not in node_kinds(node)
         quantizer = levels.get(node.inputs[0].name)
-        hist = ctx.stats.get(node.inputs[0].name) if quantizer is None else hist_of.get(id(quantizer))
+        hist = hist_of.get(id(quantizer)) if quantizer is not None else (
+            # a float input computed by earlier weight layers (the residual stream); the model's own input stays
+            # wide: its first conv lost ~1.1 dB on Open-NSFW (4,4) narrow, over three seeds (docs/decisions.md)
+            ctx.stats.get(node.inputs[0].name) if computed_by_weight_layer(node.inputs[0], ctx.weight_layers)
+            else None)
         ctx.narrow_operands[node.name] = runs_narrow(ctx.config.mantissa_width, gemm_conv, fitted, quantizer, hist,
                                                      node.name in reassigned)
         if ctx.narrow_operands[node.name] and quantizer is None:   # the grid lower_layer gives it (FloatInput)

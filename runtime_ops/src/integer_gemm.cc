@@ -356,34 +356,58 @@ int64_t floor_div(int64_t a, int64_t b) {   // b > 0
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-// The longest run of v[j..end) of the form ceil((X + i·p) / 2^q), i = 0.., with p ≥ 2^q, and its (p, X). Such X
-// exists for a given p iff every pair of thresholds allows it (X + i·p in ((v_i - 1)·2^q, v_i·2^q] for every i:
-// intervals on a line meet iff they meet pairwise), and each pair bounds p from one side, so the feasible p form
-// an interval, narrowed as the run grows.
+// (p, X) with ceil((X + i·p) / 2^q) = v[j + i] for i < len and p ≥ 2^q, if any: X + i·p must lie in
+// ((v_i - 1)·2^q, v_i·2^q]. The run's two ends bound p to at most ~2^(q+1)/(len - 1) + 1 candidates; each is
+// checked against every threshold (the X interval) in O(len).
 struct RunFit {
   int len = 1;
   int64_t p = 1, x = 0;
 };
-RunFit longest_run(const int64_t* v, int j, int end, int q) {
+bool fit_run(const int64_t* v, int j, int len, int q, RunFit* fit) {
   const int64_t unit = int64_t(1) << q;
-  int64_t lo = unit, hi = int64_t(1) << 40;
-  int len = 1;
-  for (int n = j + 1; n < end; ++n) {
-    int64_t l = lo, h = hi;
-    for (int i = j; i < n && l <= h; ++i) {
-      const int64_t delta = n - i;
-      h = std::min(h, floor_div((v[n] - v[i] + 1) * unit - 1, delta));   // Δ·p < v_n·2^q - (v_i - 1)·2^q
-      l = std::max(l, floor_div((v[n] - 1 - v[i]) * unit, delta) + 1);    // (v_n - 1)·2^q - v_i·2^q < Δ·p
-    }
-    if (l > h) break;
-    lo = l, hi = h, len = n - j + 1;
+  if (len == 1) {
+    *fit = RunFit{1, unit, v[j] * unit};
+    return true;
   }
-  RunFit f;
-  f.len = len;
-  f.p = lo;
-  f.x = std::numeric_limits<int64_t>::min();
-  for (int i = 0; i < len; ++i) f.x = std::max(f.x, (v[j + i] - 1) * unit - i * f.p + 1);   // the smallest X
-  return f;
+  const int64_t last = j + len - 1, delta = len - 1;
+  const int64_t lo = std::max(unit, floor_div((v[last] - 1 - v[j]) * unit, delta) + 1);   // from the two ends
+  const int64_t hi = floor_div((v[last] - v[j] + 1) * unit - 1, delta);
+  for (int64_t p = lo; p <= hi; ++p) {
+    int64_t xl = std::numeric_limits<int64_t>::min(), xh = std::numeric_limits<int64_t>::max();
+    for (int i = 0; i < len && xl <= xh; ++i) {
+      xl = std::max(xl, (v[j + i] - 1) * unit - i * p + 1);
+      xh = std::min(xh, v[j + i] * unit - i * p);
+    }
+    if (xl <= xh) {
+      *fit = RunFit{len, p, xl};   // the smallest X
+      return true;
+    }
+  }
+  return false;
+}
+
+// The longest run of v[j..end) at this q: fitting is monotone in the length (a run's prefix is a run), so a
+// galloping search takes O(log len) fits. Two strictly increasing values always fit.
+RunFit longest_run(const int64_t* v, int j, int end, int q) {
+  RunFit best;
+  fit_run(v, j, 1, q, &best);
+  int good = 1, bad = end - j + 1;   // fits at good, not at bad (past the end)
+  for (int len = 2; len < bad; len = std::min(2 * len, bad)) {
+    RunFit f;
+    if (!fit_run(v, j, len, q, &f)) {
+      bad = len;
+      break;
+    }
+    best = f, good = len;
+    if (len == end - j) break;
+  }
+  while (bad - good > 1) {
+    const int mid = good + (bad - good) / 2;
+    RunFit f;
+    if (fit_run(v, j, mid, q, &f)) best = f, good = mid;
+    else bad = mid;
+  }
+  return best;
 }
 
 }  // namespace
@@ -397,11 +421,11 @@ bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level,
   for (int j = begin; j < end;) {
     if (k == kMaxRuns) return false;
     if (j + 1 < end && v[j + 1] == v[j]) return false;   // equal thresholds: no arithmetic on them
-    RunFit best;
+    RunFit best = longest_run(v, j, end, 0);
     int shift = 0;
-    for (int q = 0; q <= max_shift; ++q) {
+    for (int q = 1; q <= max_shift && j + best.len < end; ++q) {   // a dyadic spacing only if it runs longer
       const RunFit f = longest_run(v, j, end, q);
-      if (f.len > best.len || q == 0) best = f, shift = q;
+      if (f.len > best.len) best = f, shift = q;
     }
     const int64_t unit = int64_t(1) << shift;
     const int64_t cap = v[j + best.len - 1] - v[j], frac = v[j] * unit - best.x;

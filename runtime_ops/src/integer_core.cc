@@ -235,7 +235,7 @@ void mantissa_span(const IsaKernels& isa, const std::string& where, const Prepar
   if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(where, std::string("input must be float32, got ") + type_name(x.type));
   const float* src = x.as<float>() + offset;
   const float xmax = static_cast<float>(attrs.x_max);
-  if (attrs.x_shift >= -126 && attrs.x_shift <= 127) {   // 2^x_shift is a normal float32: one exact multiply
+  if (attrs.x_scale_normal()) {   // one exact multiply
     isa.quantize(src, out, static_cast<size_t>(count), std::ldexp(1.0f, static_cast<int>(attrs.x_shift)), xmax);
     return;
   }
@@ -258,7 +258,7 @@ void pair_span(const IsaKernels& isa, const std::string& where, const PreparedLa
     return;
   }
   if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(where, std::string("input must be float32, got ") + type_name(x.type));
-  if (attrs.x_shift >= -126 && attrs.x_shift <= 127) {   // as in mantissa_span: one exact multiply
+  if (attrs.x_scale_normal()) {   // as in mantissa_span: one exact multiply
     const float* src = x.as<float>();
     isa.pair_floats(src + offset0, offset1 >= 0 ? src + offset1 : nullptr, out, static_cast<size_t>(count),
                     std::ldexp(1.0f, static_cast<int>(attrs.x_shift)), static_cast<float>(attrs.x_max));
@@ -279,7 +279,7 @@ void quad_span(const IsaKernels& isa, const std::string& where, const PreparedLa
   if (count <= 0) return;
   if (!L.x_levels) {
     if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || isa.quad_floats == nullptr || attrs.x_max > 127 ||
-        attrs.x_shift < -126 || attrs.x_shift > 127)
+        !attrs.x_scale_normal())
       fail(where, "the u8 path needs float32 input with x_max ≤ 127 and an instruction set with quad_floats");
     const float* src = x.as<float>();
     auto at = [&](int c) { return offset[c] >= 0 ? src + offset[c] : nullptr; };

@@ -19,6 +19,8 @@ struct LayerAttrs {
   std::vector<int64_t> w_shift;
   int64_t x_shift = 0;
   int64_t x_max = 32767;
+  // 2^x_shift is a normal float32, so a float input is scaled with one exact multiply (else ldexp per element)
+  bool x_scale_normal() const { return x_shift >= -126 && x_shift <= 127; }
 };
 
 // Reads w_bits, w_shape, w_shift, x_shift, x_max; a missing required attribute is an error.

@@ -252,7 +252,7 @@ std::string QConvKernel::u8_refusal(const PreparedLayer& L) const {
   if (!x_levels_) {
     if (isa_->quad_floats == nullptr) return std::string("the ") + isa_->name + " instruction set has no float quad image";
     if (attrs_.x_max > 127) return "the float32 input's x_max " + std::to_string(attrs_.x_max) + " is above 127";
-    if (attrs_.x_shift < -126 || attrs_.x_shift > 127)
+    if (!attrs_.x_scale_normal())
       return "the float32 input's x_shift " + std::to_string(attrs_.x_shift) + " is outside float32's normal exponents";
     if (L.row_scaled()) return "a row-scaled layer cannot fold the float input's offset into its bias";
     // keeps |128 · Σ C| and so every partial sum and the corrected bias below 2^30 (no int32 wrap anywhere)

@@ -410,6 +410,11 @@ struct IsaKernels {
   // One DepthwiseLanes block; returns the largest input level read (checked by the caller, as lookup's). nullptr
   // when the instruction set has none (then the per-plane depthwise runs).
   uint8_t (*depthwise_lanes)(const DepthwiseLanes& p);
+  // add_qrelu over `rows` rows (row r: a + r·lda, b or lv + r·ldb, y + r·ldy; n elements each) with the quantizer
+  // and the decode table set up once (the residual join's tile: 8 rows of 48); nullptr: add_qrelu row by row
+  void (*add_qrelu_rows)(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb,
+                         const float* table256, int table_size, uint8_t* y, size_t ldy, int rows, size_t n,
+                         const FloatThresholds* t);
 };
 
 // The instruction set to use: WQCOMPILE_ISA=baseline|avx2|avx512 forces one (an error if this CPU lacks it);

@@ -988,20 +988,31 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
 
 namespace {
 
-// QRelu's level of 16 floats in the lanes of m (0 elsewhere): the 32-bit bucket index (FloatThresholds::packed)
-// when there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
-// R: RunRegs(t->runs, 0, 0) when t has the arithmetic index (built once per call of the caller)
-inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t, const RunRegs& R) {
-  if (t->blocks > 1 && t->runs.count > 0) {   // the arithmetic index on n = x / 2^E: no lookup
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i below = _mm512_maskz_mov_epi32(_mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ), one);
-    const __mmask16 ge1 = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[1]), _CMP_GE_OQ);
-    if (ge1 == 0) return below;
-    // other lanes (NaN, below t[1]) compute a value the mask drops
-    const __m512 c = _mm512_min_ps(v, _mm512_set1_ps(t->runs_top));
-    const __m512i n = _mm512_cvttps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(t->runs_unit_inv)));
-    return _mm512_mask_mov_epi32(below, ge1, runs_level<0, false>(n, R));   // integer runs (build_float_runs)
-  }
+// QRelu's arithmetic index (FloatThresholds::runs) in registers, set up once per call: its integer runs on
+// n = trunc(min(x, t[count - 1]) · 2^-E), through runs_level with the run count and quotient known at compile time
+// (with_qrelu), as the integer edge's count_levels_runs. Measured on ResNet-50's 8-bit residual joins (AddDecodeQRelu,
+// 128 x 56 x 56, in cache): 0.61 -> see docs/decisions.md.
+struct FloatRunRegs {
+  RunRegs R;
+  __m512 t0, t1, top, unit_inv;
+  explicit FloatRunRegs(const FloatThresholds* t)
+      : R(t->runs, 0, 0), t0(_mm512_set1_ps(t->padded[0])), t1(_mm512_set1_ps(t->padded[1])),
+        top(_mm512_set1_ps(t->runs_top)), unit_inv(_mm512_set1_ps(t->runs_unit_inv)) {}
+};
+
+template <int N, bool Exact>
+__attribute__((always_inline)) inline __m512i qrelu16_runs(__m512 v, __mmask16 m, const FloatRunRegs& F) {
+  const __m512i below = _mm512_maskz_mov_epi32(_mm512_mask_cmp_ps_mask(m, v, F.t0, _CMP_GE_OQ), _mm512_set1_epi32(1));
+  const __mmask16 ge1 = _mm512_mask_cmp_ps_mask(m, v, F.t1, _CMP_GE_OQ);
+  // other lanes (NaN, below t[1]) compute a value the mask drops (min(NaN, top) is top)
+  const __m512i n = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_min_ps(v, F.top), F.unit_inv));
+  return _mm512_mask_mov_epi32(below, ge1, runs_level<N, Exact>(n, F.R));
+}
+
+// QRelu's level of 16 floats in the lanes of m (0 elsewhere) for a table without the arithmetic index (with_qrelu
+// routes those to qrelu16_runs): the octave-class index, the 32-bit bucket index (FloatThresholds::packed) when
+// there is one, else the two-level search. NaN and x < t[0] are level 0 without a lookup.
+inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t) {
   if (t->blocks > 1 && t->octave_ok) {   // the octave-class index: register permutes, no gather
     const __mmask16 live = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(t->padded[0]), _CMP_GE_OQ);
     if (live == 0) return _mm512_setzero_si512();
@@ -1039,6 +1050,21 @@ inline __m512i qrelu16(__m512 v, __mmask16 m, const FloatThresholds* t, const Ru
   return _mm512_mask_add_epi32(L, up, L, _mm512_set1_epi32(1));
 }
 
+// f(q) with q(v, m) = the QRelu levels of 16 floats, specialized on the table's index once per call
+template <class F>
+__attribute__((always_inline)) inline void with_qrelu(const FloatThresholds* t, F f) {
+  if (t->blocks > 1 && t->runs.count > 0) {
+    const FloatRunRegs FR(t);
+    with_runs(FR.R, [&](auto n, auto exact) {
+      constexpr int N = decltype(n)::value;
+      constexpr bool E = decltype(exact)::value;
+      f([&](__m512 v, __mmask16 m) { return qrelu16_runs<N, E>(v, m, FR); });
+    });
+    return;
+  }
+  f([&](__m512 v, __mmask16 m) { return qrelu16(v, m, t); });
+}
+
 // table256[idx] for 16 level indices < 256 (< 32 when small): two-register permutes and a select on bits 5-7 (a
 // 16-lane gather costs about twice as much on Zen 4)
 inline __m512 decode256(__m512i idx, const float* table256, bool small) {
@@ -1059,58 +1085,85 @@ inline __m512 decode256(__m512i idx, const float* table256, bool small) {
 }  // namespace
 
 void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
-  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
-  for (size_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(_mm512_maskz_loadu_ps(m, x + i), m, t, R)));
-  }
+  with_qrelu(t, [&](auto q) {
+    for (size_t i = 0; i < n; i += 16) {
+      const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(q(_mm512_maskz_loadu_ps(m, x + i), m)));
+    }
+  });
+}
+
+void add_qrelu_rows(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb, const float* table256,
+                    int table_size, uint8_t* y, size_t ldy, int rows, size_t n, const FloatThresholds* t) {
+  const bool small = table_size <= 32;   // levels < 32 (checked by the caller): one permute
+  with_qrelu(t, [&](auto q) {
+    for (int r = 0; r < rows; ++r) {
+      const float* ar = a + r * lda;
+      uint8_t* yr = y + r * ldy;
+      for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+        __m512 vb;
+        if (lv == nullptr) {
+          vb = _mm512_maskz_loadu_ps(m, b + r * ldb + i);
+        } else {
+          const __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, lv + r * ldb + i));
+          vb = decode256(idx, table256, small);
+        }
+        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, ar + i), vb);
+        _mm_mask_storeu_epi8(yr + i, m, _mm512_cvtepi32_epi8(q(v, m)));
+      }
+    }
+  });
 }
 
 void add_qrelu(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size, uint8_t* y,
                size_t n, const FloatThresholds* t) {
-  const bool small = table_size <= 32;   // levels < 32 (checked by the caller): one permute
-  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
-  for (size_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    __m512 vb;
-    if (lv == nullptr) {
-      vb = _mm512_maskz_loadu_ps(m, b + i);
-    } else {
-      const __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, lv + i));
-      vb = decode256(idx, table256, small);
-    }
-    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), vb);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t, R)));
-  }
+  add_qrelu_rows(a, 0, b, lv, 0, table256, table_size, y, 0, 1, n, t);
 }
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// AddDecodeQRelu with a table of more than 32 entries: 64 levels decoded per iteration from the byte planes that
-// follow the table (DecodeTable), as qdecode_vbmi, then the sums quantized 16 at a time
-WQ_VBMI void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
-                            uint8_t* y, size_t n, const FloatThresholds* t) {
-  if (lv == nullptr || table_size <= 32) {
-    add_qrelu(a, b, lv, table256, table_size, y, n, t);
-    return;
-  }
+// the loop of add_qrelu_rows_vbmi over one QRelu quantizer q (with_qrelu), the decode planes loaded once
+template <class Q>
+WQ_VBMI void add_decode_qrelu_vbmi(const float* a, size_t lda, const uint8_t* lv, size_t ldb, const float* table256,
+                                   uint8_t* y, size_t ldy, int rows, size_t n, const Q& q) {
   const uint8_t* planes = reinterpret_cast<const uint8_t*>(table256 + 256);
-  const RunRegs R = t->runs.count > 0 ? RunRegs(t->runs, 0, 0) : RunRegs();
   __m512i p[4][4];
   for (int k = 0; k < 4; ++k)
-    for (int q = 0; q < 4; ++q) p[k][q] = _mm512_load_si512(planes + 256 * k + 64 * q);
-  for (size_t i = 0; i < n; i += 64) {
-    const size_t cnt = n - i < 64 ? n - i : 64;
-    __m512i dec[4];
-    decode_planes64(p, lv + i, cnt, dec);
-    for (int q = 0; q < 4 && 16 * q < static_cast<int>(cnt); ++q) {
-      const int c = static_cast<int>(cnt) - 16 * q;
-      const __mmask16 m = tail_mask(c);
-      const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i + 16 * q), _mm512_castsi512_ps(dec[q]));
-      _mm_mask_storeu_epi8(y + i + 16 * q, m, _mm512_cvtepi32_epi8(qrelu16(v, m, t, R)));
+    for (int j = 0; j < 4; ++j) p[k][j] = _mm512_load_si512(planes + 256 * k + 64 * j);
+  for (int r = 0; r < rows; ++r) {
+    const float* ar = a + r * lda;
+    const uint8_t* lr = lv + r * ldb;
+    uint8_t* yr = y + r * ldy;
+    for (size_t i = 0; i < n; i += 64) {
+      const size_t cnt = n - i < 64 ? n - i : 64;
+      __m512i dec[4];
+      decode_planes64(p, lr + i, cnt, dec);
+      for (int j = 0; j < 4 && 16 * j < static_cast<int>(cnt); ++j) {
+        const __mmask16 m = tail_mask(static_cast<int>(cnt) - 16 * j);
+        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, ar + i + 16 * j), _mm512_castsi512_ps(dec[j]));
+        _mm_mask_storeu_epi8(yr + i + 16 * j, m, _mm512_cvtepi32_epi8(q(v, m)));
+      }
     }
   }
+}
+
+// AddDecodeQRelu with a table of more than 32 entries: 64 levels decoded per iteration from the byte planes that
+// follow the table (DecodeTable), as qdecode_vbmi, then the sums quantized 16 at a time
+void add_qrelu_rows_vbmi(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb,
+                         const float* table256, int table_size, uint8_t* y, size_t ldy, int rows, size_t n,
+                         const FloatThresholds* t) {
+  if (lv == nullptr || table_size <= 32) {
+    add_qrelu_rows(a, lda, b, lv, ldb, table256, table_size, y, ldy, rows, n, t);
+    return;
+  }
+  with_qrelu(t, [&](auto q) { add_decode_qrelu_vbmi(a, lda, lv, ldb, table256, y, ldy, rows, n, q); });
+}
+
+void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
+                    uint8_t* y, size_t n, const FloatThresholds* t) {
+  add_qrelu_rows_vbmi(a, 0, b, lv, 0, table256, table_size, y, 0, 1, n, t);
 }
 
 #pragma GCC diagnostic pop

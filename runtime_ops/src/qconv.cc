@@ -519,6 +519,15 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     auto finish_residual = [&](int64_t o0, int rows, int64_t j0, int64_t ncols, const float* a_tile) {
       const float* table = res->table != nullptr ? res->table->values : nullptr;
       const int table_size = res->table != nullptr ? static_cast<int>(res->table->size) : 0;
+      const int64_t n0 = j0 / P;
+      if (isa.add_qrelu_rows != nullptr && n0 == (j0 + ncols - 1) / P) {   // one image: rows P apart, one call
+        const int64_t at = (n0 * m_ + o0) * P + (j0 - n0 * P);
+        isa.add_qrelu_rows(a_tile, static_cast<size_t>(nr), res->b != nullptr ? res->b + at : nullptr,
+                           res->lv != nullptr ? res->lv + at : nullptr, static_cast<size_t>(P), table, table_size,
+                           static_cast<uint8_t*>(y) + at, static_cast<size_t>(P), rows, static_cast<size_t>(ncols),
+                           res->t);
+        return;
+      }
       for (int r = 0; r < rows; ++r) {
         const int64_t o = o0 + r;
         for (int64_t j = j0; j < j0 + ncols;) {

@@ -61,7 +61,9 @@ def _fits(shape, pool):
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("seed", range(30))
-def test_qconv_maxpool(isa, seed):
+def test_qconv_maxpool(isa, seed, monkeypatch):
+    if seed % 3 == 2:   # run_gemm in chunks of one image inside the pooled chunks
+        monkeypatch.setenv("WQCOMPILE_IMAGE_CHUNK_BYTES", "1")
     case = _level_conv_case(seed)
     y = _reference(case)
     pools = [p for p in POOLS if _fits(y.shape, p)]
@@ -305,8 +307,11 @@ def _residual_block_case(rng, n, c, m, hw, levels_in, row_scaled=False, kh=None)
 def test_qconv_add_qrelu_blocks(isa, seed, monkeypatch):
     """Residual-join shapes: batch 3, 24..72 output channels (8-row tiles and a ragged last one), 7x7 and 5x5
     planes (a 48-column panel spans images), 1 and 2 threads; seeds 8, 9: a B over 2 MiB (the row-tile-major
-    order of run_gemm, `streamed`); all on the tile edge (WQCOMPILE_JOIN_MIN_BYTES=0)."""
+    order of run_gemm, `streamed`); all on the tile edge (WQCOMPILE_JOIN_MIN_BYTES=0); seeds 1, 2, 5, 6 and 9 one
+    image per run_gemm chunk (B and the levels offset per chunk; seed 9 still streamed: decided on the whole batch)."""
     monkeypatch.setenv("WQCOMPILE_JOIN_MIN_BYTES", "0")
+    if seed % 4 in (1, 2) or seed == 9:
+        monkeypatch.setenv("WQCOMPILE_IMAGE_CHUNK_BYTES", "1")
     rng = np.random.default_rng(9900 + seed)
     if seed >= 8:
         case = _residual_block_case(rng, 8, 8, 72, 63, levels_in=True, row_scaled=seed == 9, kh=1)

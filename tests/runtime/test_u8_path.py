@@ -39,9 +39,10 @@ ACC_MAX = 2**30 - 1
 KERNELS = ((1, 1), (3, 3), (5, 3), (2, 2), (1, 3), (3, 1))
 CHANNELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17, 31, 33)
 MODES = {"u8": {"WQCOMPILE_REQUIRE_U8": "1"},
-         "u8-no-vbmi": {"WQCOMPILE_REQUIRE_U8": "1", "WQCOMPILE_NO_VBMI": "1"},
+         # also one image per run_gemm chunk (WQCOMPILE_IMAGE_CHUNK_BYTES=1), so batches run image by image
+         "u8-no-vbmi": {"WQCOMPILE_REQUIRE_U8": "1", "WQCOMPILE_NO_VBMI": "1", "WQCOMPILE_IMAGE_CHUNK_BYTES": "1"},
          "int16": {"WQCOMPILE_NO_U8": "1"}}
-SWITCHES = ("WQCOMPILE_REQUIRE_U8", "WQCOMPILE_NO_U8", "WQCOMPILE_NO_VBMI")
+SWITCHES = ("WQCOMPILE_REQUIRE_U8", "WQCOMPILE_NO_U8", "WQCOMPILE_NO_VBMI", "WQCOMPILE_IMAGE_CHUNK_BYTES")
 
 
 @contextmanager

@@ -329,6 +329,10 @@ static void edge_segment_scaled(const IsaKernels& isa, const PreparedLayer& L, i
     return;
   }
   float* y = static_cast<float*>(out);
+  if (L.scale_fast[0] && isa.edge_float_scaled != nullptr) {
+    isa.edge_float_scaled(acc, y, static_cast<size_t>(count), bias, static_cast<int32_t>(r), L.scale[0]);
+    return;
+  }
   const int64_t s = L.shift[0];
   const int e = static_cast<int>(s > 100000 ? -100000 : (s < -100000 ? 100000 : -s));
   const double unit = std::ldexp(1.0, -kRowScaleBits);

@@ -20,7 +20,7 @@ namespace {
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
         ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused,       \
-        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr                                                        \
+        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr                                               \
   }
 
 const IsaKernels& table_baseline() {
@@ -31,18 +31,20 @@ const IsaKernels& table_avx2() {
   static const IsaKernels k = WQ_ISA_TABLE(isa_avx2, "avx2", nullptr);
   return k;
 }
-// the u8 × s8 entry points (quad image and vpdpbusd tiles) on top of an AVX-512 table
-IsaKernels with_u8_path(IsaKernels t, bool vbmi) {
+// the entry points only AVX-512 has (the u8 × s8 path: quad image and vpdpbusd tiles; the row-scaled float edge;
+// the residual join's whole-tile quantizer) on top of an AVX-512 table
+IsaKernels with_avx512_only(IsaKernels t, bool vbmi) {
   t.quad_levels = vbmi ? isa_avx512::quad_levels_vbmi : isa_avx512::quad_levels;
   t.quad_floats = isa_avx512::quad_floats;
   t.gemm_tile_u8 = isa_avx512::gemm_tile_u8;
   t.gemm_tile_u8_edge = isa_avx512::gemm_tile_u8_edge;
   t.add_qrelu_rows = vbmi ? isa_avx512::add_qrelu_rows_vbmi : isa_avx512::add_qrelu_rows;
+  t.edge_float_scaled = isa_avx512::edge_float_scaled;
   return t;
 }
 
 const IsaKernels& table_avx512() {
-  static const IsaKernels k = with_u8_path(WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge), false);
+  static const IsaKernels k = with_avx512_only(WQ_ISA_TABLE(isa_avx512, "avx512", isa_avx512::gemm_tile_edge), false);
   return k;
 }
 
@@ -55,7 +57,7 @@ const IsaKernels& table_avx512_vbmi() {
     t.qdecode = isa_avx512::qdecode_vbmi;
     t.add_qrelu = isa_avx512::add_qrelu_vbmi;
     t.depthwise_lanes = isa_avx512::depthwise_lanes_vbmi;   // its byte transposes are vpermt2b
-    return with_u8_path(t, true);
+    return with_avx512_only(t, true);
   }();
   return k;
 }
@@ -71,8 +73,10 @@ bool cpu_supports_avx2() {
 
 bool cpu_supports_avx512() {
   __builtin_cpu_init();
+  // every extension the AVX-512 file is compiled with (runtime_ops/CMakeLists.txt): DQ for the int64 → double edge
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
 }
 
 const IsaKernels& select_isa() {

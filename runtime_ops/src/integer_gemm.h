@@ -279,13 +279,16 @@ struct PanelPack {
 
 // The output edge of one GEMM tile applied in registers (QConv, when the tile's columns lie in one image): row r
 // of the tile goes to out[r] (contiguous), with bias[r], and either levels through tables[r] (fused quantizer)
-// or float32(acc + bias) · scale[r] (an exact power of two, see edge_float).
+// or float32(acc + bias) · scale[r] (an exact power of two, see edge_float). With row_scale (op-contract §2.1)
+// the quantizer reads floor(acc · row_scale[r] / 2^22) + bias[r], as scale_rows, and a float output is
+// float32(acc · row_scale[r] · 2^-22 + bias[r]) · scale[r] (as edge_float_scaled).
 struct TileEdge {
   const int32_t* bias;
   const ThresholdTable* const* tables;   // nullptr: float output
   const float* scale;
   void* const* out;
   bool raw = false;   // QConvMaxPool: out[r] is int32 acc + bias (no quantizer, no scale)
+  const int32_t* row_scale = nullptr;
 };
 
 // One plane of a 2-D max pool over uint8 levels (LevelMaxPool): y[oy, ox] = max over the window's taps inside the
@@ -410,6 +413,9 @@ struct IsaKernels {
   // One DepthwiseLanes block; returns the largest input level read (checked by the caller, as lookup's). nullptr
   // when the instruction set has none (then the per-plane depthwise runs).
   uint8_t (*depthwise_lanes)(const DepthwiseLanes& p);
+  // y = float32(float64(acc · r) · 2^-22 + float64(bias)) · scale (op-contract §3 with a row scale; scale an exact
+  // power of two in float32's normal range); nullptr: edge_segment's scalar loop
+  void (*edge_float_scaled)(const int32_t* acc, float* y, size_t n, int32_t bias, int32_t r, float scale);
   // add_qrelu over `rows` rows (row r: a + r·lda, b or lv + r·ldb, y + r·ldy; n elements each) with the quantizer
   // and the decode table set up once (the residual join's tile: 8 rows of 48); nullptr: add_qrelu row by row
   void (*add_qrelu_rows)(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb,

@@ -524,6 +524,29 @@ __attribute__((noinline)) void edge_row_runs(__m512i a0, __m512i a1, __m512i a2,
   });
 }
 
+// floor(a · r / 2^22) per lane for one row's scale r (as scale_rows; see scale_lanes)
+__attribute__((always_inline)) inline __m512i scale_row(__m512i a, int32_t r) {
+  const __m512i rv = _mm512_set1_epi32(r);
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, rv), 22);
+  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), rv), 22), 32);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+// float32(float64(acc · r) · 2^-22 + float64(bias)) · scale for one row's scale r, 16 accumulators (op-contract §3
+// with a row scale): |acc · r| < 2^52 is exact in float64 and so is its scaling by 2^-22, the FMA adds the bias with
+// the one rounding of the float64 sum, vcvtpd2ps rounds to float32 (nearest even) and the exact power of two
+// `scale` (a normal float32) rounds once more only where ldexpf would (a subnormal result)
+__attribute__((always_inline)) inline __m512 edge_float_scaled16(__m512i a, int32_t r, int32_t bias, float scale) {
+  const __m512i rv = _mm512_set1_epi32(r);
+  const __m512d unit = _mm512_set1_pd(0x1p-22), b = _mm512_set1_pd(static_cast<double>(bias));
+  const __m512d even = _mm512_fmadd_pd(_mm512_cvtepi64_pd(_mm512_mul_epi32(a, rv)), unit, b);
+  const __m512d odd = _mm512_fmadd_pd(_mm512_cvtepi64_pd(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), rv)), unit, b);
+  const __m512i lanes = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512 f = _mm512_permutex2var_ps(_mm512_castps256_ps512(_mm512_cvtpd_ps(even)), lanes,
+                                          _mm512_castps256_ps512(_mm512_cvtpd_ps(odd)));
+  return _mm512_mul_ps(f, _mm512_set1_ps(scale));
+}
+
 bool shares_runs(const TileEdge& e, int rows) {
   if (e.raw || e.tables == nullptr) return false;
   const ThresholdTable* t = e.tables[0];
@@ -548,11 +571,13 @@ __attribute__((noinline)) void edge_tile_runs(const int32_t* acc, int rows, __mm
       const __m512i b = _mm512_set1_epi32(e.bias[r]);
       const int32_t* a = acc + 48 * r;
       uint8_t* out = static_cast<uint8_t*>(e.out[r]);
-      _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(_mm512_load_si512(a), b), R)));
-      if constexpr (NV > 1)
-        _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(_mm512_load_si512(a + 16), b), R)));
-      if constexpr (NV > 2)
-        _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(_mm512_load_si512(a + 32), b), R)));
+      auto v = [&](int i) {
+        const __m512i x = _mm512_load_si512(a + 16 * i);
+        return _mm512_add_epi32(e.row_scale != nullptr ? scale_row(x, e.row_scale[r]) : x, b);
+      };
+      _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(0), R)));
+      if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(1), R)));
+      if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(2), R)));
     }
   });
 }
@@ -565,6 +590,9 @@ __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v
     const ThresholdTable* t = e.tables[r];
     const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
     _mm_mask_storeu_epi8(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, _mm512_cvtepi32_epi8(lv));
+  } else if (e.row_scale != nullptr) {
+    _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m,
+                          edge_float_scaled16(acc, e.row_scale[r], e.bias[r], e.scale[r]));
   } else {
     const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));
@@ -574,6 +602,11 @@ __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v
 template <int NV>
 __attribute__((always_inline)) inline void edge_row(__m512i a0, __m512i a1, __m512i a2, int r, __mmask16 m0,
                                                     __mmask16 m1, __mmask16 m2, const TileEdge& e) {
+  if (e.row_scale != nullptr && e.tables != nullptr) {   // levels: the quantizers below read the scaled accumulator
+    a0 = scale_row(a0, e.row_scale[r]);
+    if constexpr (NV > 1) a1 = scale_row(a1, e.row_scale[r]);
+    if constexpr (NV > 2) a2 = scale_row(a2, e.row_scale[r]);
+  }
   if (e.tables != nullptr && !e.raw) {
     const ThresholdTable* t = e.tables[r];
     if (t->blocks > 1 && t->runs.count > 0) {
@@ -976,6 +1009,13 @@ void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scal
 }
 
 // floor(acc · r / 2^22) for 16 lanes, as in the AVX2 version (vpmuldq on even and odd lanes, bits 22..53)
+void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int32_t r, float scale) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
+    _mm512_mask_storeu_ps(y + i, m, edge_float_scaled16(_mm512_maskz_loadu_epi32(m, acc + i), r, bias, scale));
+  }
+}
+
 void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
   const __m512i rv = _mm512_set1_epi32(r);
   for (size_t i = 0; i < n; i += 16) {

@@ -50,6 +50,7 @@ uint8_t quad_levels_vbmi(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2
 void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* table256);
 void add_qrelu_vbmi(const float* a, const float* b, const uint8_t* lv, const float* table256, int table_size,
                     uint8_t* y, size_t n, const FloatThresholds* t);
+void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int32_t r, float scale);
 void add_qrelu_rows(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb, const float* table256,
                     int table_size, uint8_t* y, size_t ldy, int rows, size_t n, const FloatThresholds* t);
 void add_qrelu_rows_vbmi(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb,

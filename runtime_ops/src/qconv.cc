@@ -526,7 +526,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
   const size_t out_bytes = L.fused() && !raw ? 1 : 4;
   // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
-  bool fast_edge = !L.row_scaled();   // the in-register tile edge has no row scale
+  bool fast_edge = true;   // a float edge must be one exact power-of-two multiply (else the ldexp path)
   for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
   for (int64_t grp = 0; grp < group_; ++grp) {
     // B operand of one column panel: packed into dst (runs of int32 copied out of the image), or, for a 1x1
@@ -596,19 +596,20 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         const int rows = static_cast<int>(std::min(mr, r_end - r0));
         const int64_t o0 = grp * mg + r0;
         if (fuse) {   // the whole tile lands in one image (or a_tile): edge in registers, straight into the rows
-          int32_t bias[8];
+          int32_t bias[8], row_scale[8];
           const ThresholdTable* tables[8];
           float scale[8];
           void* out[8];
           for (int r = 0; r < rows; ++r) {
             const int64_t o = o0 + r, gr = L.row_of(o);
             bias[r] = cw.bias[static_cast<size_t>(o)];
+            row_scale[r] = L.row_scaled() ? L.row_scale[static_cast<size_t>(o)] : 0;
             tables[r] = L.fused() ? L.thresholds[static_cast<size_t>(gr)].get() : nullptr;
             scale[r] = L.scale[static_cast<size_t>(gr)];
             out[r] = res != nullptr ? static_cast<void*>(a_tile + r * nr)
                                     : static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
           }
-          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw};
+          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw, L.row_scaled() ? row_scale : nullptr};
           run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), nullptr, &edge);
           if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
           continue;

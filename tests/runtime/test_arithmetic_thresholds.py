@@ -269,3 +269,47 @@ def test_float_sets_far_off_the_grid_get_no_arithmetic_index(isa, monkeypatch):
         with pytest.raises(Exception, match="=arithmetic: 255 thresholds got"):
             _run("QRelu", bad, x, rng, isa, 1, values)
         monkeypatch.delenv(REQUIRE)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(8))
+def test_row_scaled_conv_counts_runs_on_the_scaled_accumulator(isa, seed, monkeypatch):
+    """A row-scaled QConv (one shared codebook: one thresholds row for every output channel) whose 255 thresholds
+    are one to three runs: the tile edge scales each row (floor(acc · r / 2^22) + bias) before counting, all rows of
+    a tile in one call (edge_tile_runs). Level input on the u8 path (odd seeds: s8 weights, levels within 0..255)
+    or the int16 one, 8-row tiles and ragged ones, 1x1 and 3x3, 1 and 2 threads."""
+    from tests.ops.cases import random_operands
+    from wqcompile.runtime_ops.qconv import qconv_reference
+
+    rng = np.random.default_rng(6600 + seed)
+    runs = int(1 + seed % 3)
+    for _ in range(50):   # operands whose accumulators spread (random_operands is sometimes degenerate on purpose)
+        m, c, k = int(rng.choice([8, 19, 40])), int(rng.choice([4, 16, 33])), int(rng.choice([1, 3]))
+        ops = random_operands(rng, (m, c, k, k), (2, c, 9, 13), c * k * k, bits=4, gc=1, kind="level")
+        if seed % 2 and ops.x_table.max() > 255:
+            continue
+        codebook = np.clip(ops.codebook, -128, 127) if seed % 2 else ops.codebook
+        r = rng.integers(1, 2**22 + 1, m).astype(np.int32)
+        r[0] = 2**22
+        attrs = dict(w_bits=ops.w_bits, w_shape=[m, c, k, k], w_shift=ops.w_shift, x_shift=ops.x_shift,
+                     x_max=ops.x_max, pads=[k // 2] * 4)
+        # the scaled accumulators' range (float edge · 2^shift), for thresholds that split it into many levels
+        y = qconv_reference(ops.x, ops.packed, codebook, ops.x_table, ops.bias, None, r, **attrs)
+        a = np.ldexp(y.astype(np.float64), ops.w_shift[0] + ops.x_shift)
+        lo, hi = np.percentile(a, 2), np.percentile(a, 98)
+        steps = np.repeat([1, 2, 4][:runs], -(-255 // runs))[:255]
+        unit = max(1, int((hi - lo) / steps.sum()))
+        t = (int(lo) + np.concatenate([[0], np.cumsum(steps[:-1])]) * unit).astype(np.int64)
+        t = np.clip(t, -LIMIT, LIMIT).astype(np.int32)[None, :]
+        want = qconv_reference(ops.x, ops.packed, codebook, ops.x_table, ops.bias, t, r, **attrs)
+        if len(np.unique(want)) > 32:
+            break
+    else:
+        pytest.fail("no operands with spread accumulators")
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
+    if seed % 2 and isa == "avx512":
+        monkeypatch.setenv("WQCOMPILE_REQUIRE_U8", "1")
+    model = model_of("QConv", [("X", ops.x), ("W", ops.packed), ("codebook", codebook), ("x_table", ops.x_table),
+                               ("bias", ops.bias), ("thresholds", t), ("row_scale", r)], attrs, np.uint8)
+    got = run_ort(model, {"X": ops.x}, isa, threads=1 + seed % 2)
+    assert got.dtype == np.uint8 and np.array_equal(got, want), f"{int((got != want).sum())} levels differ"

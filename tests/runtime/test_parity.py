@@ -226,6 +226,25 @@ def test_output_scale_extremes(isa, shift):
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("shift", [-97, -40, 0, 60, 125, 126, 127, 149])
+def test_row_scaled_float_edge_extremes(isa, shift):
+    """A row-scaled QConv with float output: float32(acc · r · 2^-22 + bias) · 2^-shift, vectorized in float64 on
+    AVX-512 (the tile edge, and edge_float_scaled for tiles spanning images), bit for bit with ldexp, fractional
+    values included (subnormal results at shift 126, 127: the one rounding either way); 19 channels (8-row tiles
+    and a ragged one), 7x7 planes (48-column panels span images)."""
+    rng = np.random.default_rng(shift + 1300)
+    ops = random_operands(rng, (19, 24, 1, 1), (3, 24, 7, 7), 24, bits=4, gc=1, kind="level", with_bias=True)
+    r = rng.integers(1, 2**22 + 1, 19).astype(np.int32)
+    r[3] = 2**22
+    x_shift = 0 if ops.x_shift > 0 else ops.x_shift
+    case = dict(op="QConv", x=ops.x, W=ops.packed, codebook=ops.codebook, x_table=ops.x_table, bias=ops.bias,
+                thresholds=None, row_scale=r,
+                attrs=dict(w_bits=4, w_shape=[19, 24, 1, 1], w_shift=[shift - x_shift], x_shift=x_shift,
+                           x_max=ops.x_max))
+    _check(case, isa, threads=1 + shift % 2)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("x_shift", [-150, -126, -20, 0, 40, 127, 140])
 def test_input_scale_extremes(isa, x_shift):
     rng = np.random.default_rng(x_shift + 900)

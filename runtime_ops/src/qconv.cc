@@ -46,6 +46,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "custom_op.h"
 #include "fused.h"
@@ -107,6 +108,8 @@ class QConvKernel : public Kernel {
   std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
   std::string u8_refusal(const PreparedLayer& L) const;
   Geometry geometry(const InputView& x) const;
+  // images n0 .. n0 + cn - 1 of the input x, and the geometry of that many images
+  std::pair<InputView, Geometry> image_chunk(const InputView& x, const Geometry& g, int64_t n0, int64_t cn) const;
   // raw: y is int32 acc + bias (QConvMaxPool), not the output edge; res: y is the levels of QRelu(edge + B)
   void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
                 bool raw = false, const ResidualJoin* res = nullptr) const;
@@ -309,6 +312,18 @@ Geometry QConvKernel::geometry(const InputView& x) const {
   return g;
 }
 
+std::pair<InputView, Geometry> QConvKernel::image_chunk(const InputView& x, const Geometry& g, int64_t n0,
+                                                        int64_t cn) const {
+  const int64_t image = g.c * g.h * g.w, bytes = x_levels_ ? 1 : 4;
+  InputView xs = x;
+  xs.shape[0] = cn;
+  xs.numel = cn * image;
+  xs.data = static_cast<const char*>(x.data) + n0 * image * bytes;
+  Geometry gc = g;
+  gc.n = cn;
+  return {xs, gc};
+}
+
 void QConvKernel::Compute(OrtKernelContext* ctx) {
   const InputView x = get_input(ctx, kX, where_, "X");
   if (!x.present) fail(where_, "missing input X");
@@ -430,16 +445,9 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n);
     return;
   }
-  const int64_t x_image = g.c * g.h * g.w, x_bytes = x_levels_ ? 1 : 4;
   const int64_t y_image = m_ * g.oh * g.ow, y_bytes = res != nullptr || (cw.layer->fused() && !raw) ? 1 : 4;
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
-    const int64_t cn = std::min(chunk, g.n - n0);
-    InputView xs = x;
-    xs.shape[0] = cn;
-    xs.numel = cn * x_image;
-    xs.data = static_cast<const char*>(x.data) + n0 * x_image * x_bytes;
-    Geometry gc = g;
-    gc.n = cn;
+    const auto [xs, gc] = image_chunk(x, g, n0, std::min(chunk, g.n - n0));
     ResidualJoin rc;
     if (res != nullptr) {
       rc = *res;
@@ -688,16 +696,9 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   // about 512 KiB of accumulators per chunk (at least one image)
   const int64_t per_image = m_ * plane;
   const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, per_image));
-  const size_t x_bytes = x_levels_ ? 1 : 4;
-  const int64_t x_image = g.c * g.h * g.w;
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
     const int64_t cn = std::min(chunk, g.n - n0);
-    InputView xs = x;
-    xs.shape[0] = cn;
-    xs.numel = cn * x_image;
-    xs.data = static_cast<const char*>(x.data) + n0 * x_image * x_bytes;
-    Geometry gc = g;
-    gc.n = cn;
+    const auto [xs, gc] = image_chunk(x, g, n0, cn);
     int32_t* raw = thread_scratch<int32_t>(6, static_cast<size_t>(cn * per_image));
     if (!cw.filters.empty()) run_depthwise(ctx, cw, gc, xs, raw, true);
     else run_gemm(ctx, cw, gc, xs, raw, true);

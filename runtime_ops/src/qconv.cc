@@ -533,8 +533,9 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t row_chunk = streamed ? mr : 4 * mr;
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
   const size_t out_bytes = L.fused() && !raw ? 1 : 4;
-  // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path)
-  bool fast_edge = true;   // a float edge must be one exact power-of-two multiply (else the ldexp path)
+  // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path); row scales
+  // are applied in it (TileEdge::row_scale)
+  bool fast_edge = true;
   for (char f : L.scale_fast) fast_edge = fast_edge && (L.fused() || f);
   for (int64_t grp = 0; grp < group_; ++grp) {
     // B operand of one column panel: packed into dst (runs of int32 copied out of the image), or, for a 1x1

@@ -439,6 +439,8 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            void* y, bool raw, const ResidualJoin* res) const {
   const int64_t nq = (cg_ + cw.lanes - 1) / cw.lanes;
+  // the same bound run_gemm_images checks for the whole image, so no product here can overflow
+  checked_numel({g.n, group_, nq, g.h + g.pt + g.pb, g.w + g.pl + g.pr}, where_, "padded input");
   const int64_t per_image = group_ * nq * (g.h + g.pt + g.pb) * (g.w + g.pl + g.pr) * 4;
   const int64_t chunk = std::max<int64_t>(1, image_chunk_bytes_ / std::max<int64_t>(1, per_image));
   if (chunk >= g.n) {

@@ -524,12 +524,19 @@ __attribute__((noinline)) void edge_row_runs(__m512i a0, __m512i a1, __m512i a2,
   });
 }
 
-// floor(a · r / 2^22) per lane for one row's scale r (as scale_rows; see scale_lanes)
+// floor(acc · r / 2^22) per lane, r = r_even (as int64 in the even lanes' qwords) and r_odd (the odd lanes'): as
+// scale_rows, bits 22..53 of the exact int64 products (the result fits int32, so the logical shift's low 32 bits
+// are the flooring arithmetic shift's)
+inline __m512i scale_lanes(__m512i a, __m512i r_even, __m512i r_odd) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, r_even), 22);
+  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), r_odd), 22), 32);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+// floor(a · r / 2^22) per lane for one row's scale r (vpmuldq reads the low dword of each qword: r in every one)
 __attribute__((always_inline)) inline __m512i scale_row(__m512i a, int32_t r) {
   const __m512i rv = _mm512_set1_epi32(r);
-  const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, rv), 22);
-  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), rv), 22), 32);
-  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+  return scale_lanes(a, rv, rv);
 }
 
 // float32(float64(acc · r) · 2^-22 + float64(bias)) · scale for one row's scale r, 16 accumulators (op-contract §3
@@ -1008,7 +1015,6 @@ void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scal
   }
 }
 
-// floor(acc · r / 2^22) for 16 lanes, as in the AVX2 version (vpmuldq on even and odd lanes, bits 22..53)
 void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int32_t r, float scale) {
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
@@ -1016,14 +1022,11 @@ void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int
   }
 }
 
+// floor(acc · r / 2^22) for 16 lanes, as in the AVX2 version (vpmuldq on even and odd lanes, bits 22..53)
 void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
-  const __m512i rv = _mm512_set1_epi32(r);
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + i);
-    const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, rv), 22);
-    const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), rv), 22), 32);
-    _mm512_mask_storeu_epi32(y + i, m, _mm512_mask_blend_epi32(0xAAAA, even, odd));
+    _mm512_mask_storeu_epi32(y + i, m, scale_row(_mm512_maskz_loadu_epi32(m, acc + i), r));
   }
 }
 
@@ -1493,15 +1496,6 @@ struct BucketLanes {     // the 64-bit bucket index, else the binary search
   const ThresholdTable* t;
   WQ_VBMI __attribute__((always_inline)) __m512i operator()(__m512i v) const { return count_levels_bucketed(v, t); }
 };
-
-// floor(acc · r / 2^22) per lane, r = r_even (as int64 in the even lanes' qwords) and r_odd (the odd lanes'): as
-// scale_rows, bits 22..53 of the exact int64 products (the result fits int32, so the logical shift's low 32 bits
-// are the flooring arithmetic shift's)
-inline __m512i scale_lanes(__m512i a, __m512i r_even, __m512i r_odd) {
-  const __m512i even = _mm512_srli_epi64(_mm512_mul_epi32(a, r_even), 22);
-  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), r_odd), 22), 32);
-  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
-}
 
 // Columns x = 0, step, 2·step, .. < end of one padded row of the pair image: dst[x] lane c = (X_c[x], X_c[x + dw])
 // from the zero-padded int16 row [x][16 channels] (vpermt2w interleaves the 16 channels of the two pixels)

@@ -74,10 +74,26 @@ def is_available() -> bool:
     return True
 
 
+# session-config key that marks options this module registered the library on: onnxruntime refuses a session whose
+# options list the same custom-op domain twice ("Domain already set in registry"), so options passed to a second
+# InferenceSession must not be registered again
+_REGISTERED_KEY = "wqcompile.ops_library"
+
+
 def session_options(sess_options: ort.SessionOptions | None = None) -> ort.SessionOptions:
-    """``sess_options`` (or fresh options) with the library registered."""
+    """``sess_options`` (or fresh options) with the library registered, once per options object."""
     options = sess_options if sess_options is not None else ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
+    library = get_library_path()
+    try:
+        registered = options.get_session_config_entry(_REGISTERED_KEY)
+    except RuntimeError:  # onnxruntime's answer for a key that was never set
+        registered = None
+    if registered is None:
+        options.register_custom_ops_library(library)
+        options.add_session_config_entry(_REGISTERED_KEY, library)
+    elif registered != library:
+        raise ValueError(f"these SessionOptions already have the wqcompile library {registered!r} registered; "
+                         f"a session cannot load a second one ({library!r}): pass fresh SessionOptions")
     return options
 
 

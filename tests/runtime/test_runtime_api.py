@@ -90,6 +90,26 @@ def test_session_uses_given_options_and_providers():
 
 
 @pytestmark_lib
+def test_one_options_object_serves_several_sessions():
+    # onnxruntime refuses a session whose options register the same custom-op domain twice
+    model, x = _qrelu_model()
+    so = ort.SessionOptions()
+    first = runtime.InferenceSession(model, so)
+    second = runtime.InferenceSession(model, so)
+    assert runtime.session_options(so) is so
+    for sess in (first, second):
+        np.testing.assert_array_equal(sess.run(None, {"X": x})[0], [0, 0, 1, 1, 2, 2, 3, 3, 3])
+
+
+@pytestmark_lib
+def test_options_registered_with_another_library_are_refused():
+    so = ort.SessionOptions()
+    so.add_session_config_entry("wqcompile.ops_library", "/elsewhere/libwq_ops.so")
+    with pytest.raises(ValueError, match="/elsewhere/libwq_ops.so"):
+        runtime.session_options(so)
+
+
+@pytestmark_lib
 def test_plain_onnxruntime_needs_the_library():
     model, _ = _qrelu_model()
     with pytest.raises(Exception):

@@ -72,6 +72,10 @@ struct ConvWeights {
   std::vector<int32_t> bias;       // the bias the GEMM paths add: the layer's, minus 128 · Σ_k C[o, k] for a u8 float input
   int pad_byte = 0;                // every byte of the image's padding: 0, or 128 for a u8 float input (its image of 0)
   std::vector<int32_t> filters;    // depthwise: [M][kh·kw]
+  // the tile edge's per-row operands, indexed by output channel (TileEdge points into them, 8 rows at a time):
+  // the threshold table (fused layers) and float scale of each row's codebook row
+  std::vector<const ThresholdTable*> row_tables;
+  std::vector<float> row_scales;
 };
 
 struct Geometry {
@@ -235,6 +239,12 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
   const bool offset = cw->u8 && !x_levels_;   // float input on the u8 path: the image holds mantissa + 128
   cw->bias = cw->layer->bias;
   cw->pad_byte = offset ? 128 : 0;
+  for (int64_t o = 0; o < m_; ++o) {
+    const PreparedLayer& L = *cw->layer;
+    const size_t gr = static_cast<size_t>(L.row_of(o));
+    cw->row_tables.push_back(L.fused() ? L.thresholds[gr].get() : nullptr);
+    cw->row_scales.push_back(L.scale[gr]);
+  }
   for (int64_t o = 0; o < m_; ++o) {
     const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [cg][kh][kw]
     int64_t sum = 0;
@@ -607,20 +617,16 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         const int rows = static_cast<int>(std::min(mr, r_end - r0));
         const int64_t o0 = grp * mg + r0;
         if (fuse) {   // the whole tile lands in one image (or a_tile): edge in registers, straight into the rows
-          int32_t bias[8], row_scale[8];
-          const ThresholdTable* tables[8];
-          float scale[8];
+          // rows of one image are P outputs apart (a_tile: nr floats); the per-row operands are the layer's own
+          // arrays from row o0 on (set up once per session: this runs per tile, thousands of times per call)
           void* out[8];
-          for (int r = 0; r < rows; ++r) {
-            const int64_t o = o0 + r, gr = L.row_of(o);
-            bias[r] = cw.bias[static_cast<size_t>(o)];
-            row_scale[r] = L.row_scaled() ? L.row_scale[static_cast<size_t>(o)] : 0;
-            tables[r] = L.fused() ? L.thresholds[static_cast<size_t>(gr)].get() : nullptr;
-            scale[r] = L.scale[static_cast<size_t>(gr)];
-            out[r] = res != nullptr ? static_cast<void*>(a_tile + r * nr)
-                                    : static_cast<char*>(y) + ((n0 * m_ + o) * P + (j0 - n0 * P)) * out_bytes;
-          }
-          const TileEdge edge{bias, L.fused() ? tables : nullptr, scale, out, raw, L.row_scaled() ? row_scale : nullptr};
+          char* const out0 = res != nullptr ? reinterpret_cast<char*>(a_tile)
+                                            : static_cast<char*>(y) + ((n0 * m_ + o0) * P + (j0 - n0 * P)) * out_bytes;
+          const int64_t out_step = res != nullptr ? nr * 4 : P * static_cast<int64_t>(out_bytes);
+          for (int r = 0; r < rows; ++r) out[r] = out0 + r * out_step;
+          const size_t at = static_cast<size_t>(o0);
+          const TileEdge edge{cw.bias.data() + at, L.fused() ? cw.row_tables.data() + at : nullptr,
+                              cw.row_scales.data() + at, out, raw, L.row_scaled() ? L.row_scale.data() + at : nullptr};
           run_tile(o0, bp, ldb, rows, static_cast<int>(ncols), nullptr, &edge);
           if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
           continue;

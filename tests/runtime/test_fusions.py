@@ -87,6 +87,32 @@ def test_qconv_maxpool(isa, seed, monkeypatch):
     assert got.dtype == np.uint8 and same_bits(got, want), f"{case['attrs']} {pool}: {int((got != want).sum())} differ"
 
 
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("batch", [8, 9, 17, 35])
+def test_qconv_maxpool_batches(isa, batch, monkeypatch):
+    """Batches of ≥ 8 images run one task per chunk of images (conv, pool and quantizer in one thread); every image
+    distinct (a permutation of a case's image), chunks that do not divide the batch."""
+    if batch == 17:
+        monkeypatch.setenv("WQCOMPILE_IMAGE_CHUNK_BYTES", "1")
+    case = _level_conv_case(batch)
+    rng = np.random.default_rng(batch)
+    x0 = case["x"]
+    x = np.stack([rng.permuted(x0[i % len(x0)].ravel()).reshape(x0.shape[1:]) for i in range(batch)])
+    pool = POOLS[0] if _fits(_reference(case).shape, POOLS[0]) else POOLS[-2]
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
+    values = [x, case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
+                            name="conv", **case["attrs"])
+    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **pool)
+    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))
+    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    want = _run(model, {"X": x}, isa, 2, rewrite=False)[0]
+    for threads in (1, 2):
+        got = _run(model, {"X": x}, isa, threads)[0]
+        assert got.shape[0] == batch and same_bits(got, want), f"{threads} threads: {int((got != want).sum())} differ"
+
+
 def test_qconv_maxpool_left_alone():
     """A second consumer of the levels, a graph output, ceil_mode, dilation or pads ≥ kernel: no fusion."""
     case = _level_conv_case(0)

@@ -3,7 +3,9 @@
 All three run on onnxruntime's CPU provider in one process with the same ``intra_op_num_threads`` (and one inter-op
 thread, sequential execution). For every (threads, batch) pair the three sessions are warmed up, then timed
 *interleaved* (one run of each per round, the order rotating every round) so machine noise hits all three alike;
-the table reports medians and the ratios to FP32 and to INT8. With several threads each timed run is preceded by
+the table reports medians and the ratios to FP32 and to INT8, and the quartiles of the per-round WQ/FP32 ratios
+(each round's two runs are seconds apart at most, so the machine's drift cancels in them: a ratio whose quartiles
+straddle 1.0 is a tie on this machine, not a win or a loss). With several threads each timed run is preceded by
 a few ms of untimed runs of the same session (SETTLE_SECONDS), so the other sessions' spinning pool threads are
 asleep and do not steal the cores.
 
@@ -45,6 +47,8 @@ class BenchRow:
     fp32_ms: float
     wq_ms: float
     int8_ms: float | None
+    # quartiles (q1, q3) of the per-round ratios wq / fp32 (rounds pair runs that are close in time)
+    wq_vs_fp32_quartiles: tuple[float, float] | None = None
 
     @property
     def wq_vs_fp32(self) -> float:
@@ -146,10 +150,18 @@ def _session(model: onnx.ModelProto, threads: int, ours: bool) -> ort.InferenceS
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def time_interleaved(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
-                     settle: float = 0.0) -> list[float]:
-    """Median wall time (ms) of each runner, timed in rotating interleaved rounds after ``warmup`` calls each;
-    with ``settle`` > 0 every timed call follows untimed calls of the same runner for at least that long."""
+def ratio_quartiles(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
+    """Quartiles (q1, q3) of the per-round ratios num[r] / den[r]."""
+    ratios = np.asarray(num, dtype=np.float64) / np.asarray(den, dtype=np.float64)
+    q1, q3 = np.percentile(ratios, [25, 75])
+    return float(q1), float(q3)
+
+
+def time_interleaved_rounds(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                            settle: float = 0.0) -> list[list[float]]:
+    """Wall times (ms) of each runner per round (``times[i][r]``), timed in rotating interleaved rounds after
+    ``warmup`` calls each; with ``settle`` > 0 every timed call follows untimed calls of the same runner for at
+    least that long."""
     for run in runners:
         for _ in range(warmup):
             run()
@@ -165,7 +177,13 @@ def time_interleaved(runners: Sequence[Callable[[], Any]], repeats: int, warmup:
             t0 = time.perf_counter()
             runners[i]()
             times[i].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def time_interleaved(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
+                     settle: float = 0.0) -> list[float]:
+    """Median wall time (ms) of each runner (see :func:`time_interleaved_rounds`)."""
+    return [statistics.median(t) for t in time_interleaved_rounds(runners, repeats, warmup, settle)]
 
 
 def bench(model: onnx.ModelProto, compiled: onnx.ModelProto, int8: onnx.ModelProto | None,
@@ -183,20 +201,26 @@ def bench(model: onnx.ModelProto, compiled: onnx.ModelProto, int8: onnx.ModelPro
                 if len(set(shapes)) != 1:
                     raise RuntimeError(f"the models disagree on the output shape: {shapes}")
             runners = [lambda s=s: s.run(None, feed) for s in sessions]
-            med = time_interleaved(runners, repeats, warmup, settle=SETTLE_SECONDS if t > 1 else 0.0)
-            rows.append(BenchRow(t, b, med[0], med[1], med[2] if int8 is not None else None))
+            times = time_interleaved_rounds(runners, repeats, warmup, settle=SETTLE_SECONDS if t > 1 else 0.0)
+            med = [statistics.median(x) for x in times]
+            rows.append(BenchRow(t, b, med[0], med[1], med[2] if int8 is not None else None,
+                                 ratio_quartiles(times[1], times[0])))
             logger.info("threads %d batch %d: %s", t, b, med)
     return rows
 
 
 def format_table(title: str, rows: Sequence[BenchRow]) -> str:
-    head = f"{'threads':>7} {'batch':>5} {'FP32 ms':>9} {'WQ ms':>9} {'INT8 ms':>9} {'WQ/FP32':>8} {'INT8/FP32':>9} {'WQ/INT8':>8}"
+    head = (f"{'threads':>7} {'batch':>5} {'FP32 ms':>9} {'WQ ms':>9} {'INT8 ms':>9} {'WQ/FP32':>8} {'(q1-q3)':>11} "
+            f"{'INT8/FP32':>9} {'WQ/INT8':>8}")
     lines = [title, head]
     for r in rows:
         i8 = f"{r.int8_ms:9.2f}" if r.int8_ms is not None else f"{'-':>9}"
         i8r = f"{r.int8_vs_fp32:9.2f}" if r.int8_vs_fp32 is not None else f"{'-':>9}"
         wi = f"{r.wq_vs_int8:8.2f}" if r.wq_vs_int8 is not None else f"{'-':>8}"
-        lines.append(f"{r.threads:>7} {r.batch:>5} {r.fp32_ms:9.2f} {r.wq_ms:9.2f} {i8} {r.wq_vs_fp32:8.2f} {i8r} {wi}")
+        q = r.wq_vs_fp32_quartiles
+        spread = f"{q[0]:.2f}-{q[1]:.2f}" if q is not None else "-"
+        lines.append(f"{r.threads:>7} {r.batch:>5} {r.fp32_ms:9.2f} {r.wq_ms:9.2f} {i8} {r.wq_vs_fp32:8.2f} {spread:>11} "
+                     f"{i8r} {wi}")
     return "\n".join(lines)
 
 
@@ -228,7 +252,8 @@ def run_bench(model_path: str | Path, *, calib: Any = None, wbits: str = "4", ab
             int8_model = quantize_int8(model, feeds, Path(tmp))
     rows = bench(model, compiled, int8_model, feeds, batches=batches, threads=threads, repeats=repeats,
                  warmup=warmup)
-    title = f"{Path(model_path).name} {config}: median latency over {repeats} interleaved rounds"
+    title = (f"{Path(model_path).name} {config}: median latency over {repeats} interleaved rounds "
+             "(q1-q3: quartiles of the per-round WQ/FP32 ratios)")
     echo(format_table(title, rows))
     report = {"model": str(model_path), "config": config, "repeats": repeats, "warmup": warmup,
               "onnxruntime": ort.__version__, "rows": [r.to_dict() for r in rows]}

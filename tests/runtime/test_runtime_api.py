@@ -156,6 +156,19 @@ def test_bench_command_prints_the_table_and_json(tmp_path):
     for row in report["rows"]:
         assert row["fp32_ms"] > 0 and row["wq_ms"] > 0 and row["int8_ms"] > 0
         assert row["wq_vs_fp32"] == pytest.approx(row["wq_ms"] / row["fp32_ms"])
+        q1, q3 = row["wq_vs_fp32_quartiles"]
+        assert 0 < q1 <= q3
+    assert "(q1-q3)" in result.output
+
+
+def test_ratio_quartiles_pair_the_rounds():
+    """The spread is of per-round ratios: a drift that hits both runs of a round alike cancels."""
+    from wqcompile.bench import ratio_quartiles
+
+    fp32 = [1.0, 2.0, 4.0, 8.0, 16.0]          # the machine slows down round after round
+    wq = [0.9 * t for t in fp32]
+    assert ratio_quartiles(wq, fp32) == pytest.approx((0.9, 0.9))
+    assert ratio_quartiles([1, 2, 3, 4, 5], [1, 1, 1, 1, 1]) == pytest.approx((2.0, 4.0))
 
 
 @pytestmark_lib

@@ -66,7 +66,11 @@ struct ConvWeights {
   std::shared_ptr<PreparedLayer> layer;
   bool u8 = false;                 // the u8 × s8 path (quad image, gemm_tile_u8); else int16 pairs
   int64_t lanes = 2;               // input channels per int32 of the image and of a weight group: 2 or 4 (u8)
-  int64_t kg = 0;                  // int32 groups of k per weight row: ceil(cg / lanes) · kh · kw
+  int64_t kg = 0;                  // int32 groups of k per weight row: ceil(cg / lanes) · kh · kw (tap pairs below)
+  // One input channel on the int16 path (a grayscale first conv): pairs of *taps* instead of channels, so no half of
+  // every vpdpwssd multiplies a zero channel. The image's int32 at column x holds the channel's columns x and
+  // x + dw, weight group (ky, p) the taps kx = 2p and 2p + 1 (0 past kw): kg = kh · ceil(kw / 2) instead of kh · kw.
+  bool tap_pairs = false;
   AlignedBuffer<int16_t> a;        // int16 path: [M][2·kg] weight mantissas, zero for channels past cg
   AlignedBuffer<int8_t> a8;        // u8 path: [M][4·kg] weight mantissas (s8), zero for channels past cg
   std::vector<int32_t> bias;       // the bias the GEMM paths add: the layer's, minus 128 · Σ_k C[o, k] for a u8 float input
@@ -229,11 +233,12 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
   if (u8_required_ && !refusal.empty())
     fail(where_, "WQCOMPILE_REQUIRE_U8 is set, but this layer takes the int16 path: " + refusal);
   cw->u8 = refusal.empty();
+  cw->tap_pairs = !cw->u8 && cg_ == 1 && kw_ > 1;
   // fan-in reordered to groups of `lanes` input channels per tap: group p = (q·kh + ky)·kw + kx holds channels
   // lanes·q .. lanes·q + lanes - 1 (zero past cg), the layout of the image's int32
   const int64_t lanes = cw->u8 ? 4 : 2, nq = (cg_ + lanes - 1) / lanes, taps = kh_ * kw_, row = lanes * nq * taps;
   cw->lanes = lanes;
-  cw->kg = nq * taps;
+  cw->kg = cw->tap_pairs ? kh_ * ((kw_ + 1) / 2) : nq * taps;
   if (cw->u8) cw->a8.resize(static_cast<size_t>(m_ * row));
   else cw->a.resize(static_cast<size_t>(m_ * row));
   const bool offset = cw->u8 && !x_levels_;   // float input on the u8 path: the image holds mantissa + 128
@@ -244,6 +249,17 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
     const size_t gr = static_cast<size_t>(L.row_of(o));
     cw->row_tables.push_back(L.fused() ? L.thresholds[gr].get() : nullptr);
     cw->row_scales.push_back(L.scale[gr]);
+  }
+  if (cw->tap_pairs) {   // row o: group (ky, p) = (w[ky][2p], w[ky][2p + 1] or 0); the rows are 2·kg int16 apart
+    const int64_t pairs = (kw_ + 1) / 2;
+    cw->a.resize(static_cast<size_t>(m_ * 2 * cw->kg));
+    for (int64_t o = 0; o < m_; ++o) {
+      const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [1][kh][kw]
+      int16_t* dst = cw->a.data() + o * 2 * cw->kg;
+      for (int64_t ky = 0; ky < kh_; ++ky)
+        for (int64_t kx = 0; kx < 2 * pairs; ++kx) dst[2 * ky * pairs + kx] = kx < kw_ ? src[ky * kw_ + kx] : 0;
+    }
+    return cw;
   }
   for (int64_t o = 0; o < m_; ++o) {
     const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [cg][kh][kw]
@@ -497,19 +513,29 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
         else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
       };
-      int32_t* base = x2 + plane * hp * wp;
+      int32_t* const base = x2 + plane * hp * wp;
       const int pad = cw.pad_byte;
       std::memset(base, pad, sizeof(int32_t) * g.pt * wp);                          // top padding rows
       std::memset(base + (g.pt + g.h) * wp, pad, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
       if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: the whole plane at once
         span(0, hw, base + g.pt * wp);
-        return;
+      } else {
+        for (int64_t iy = 0; iy < g.h; ++iy) {
+          int32_t* row = base + (g.pt + iy) * wp;
+          std::memset(row, pad, sizeof(int32_t) * g.pl);
+          std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
+          span(iy * g.w, g.w, row + g.pl);
+        }
       }
-      for (int64_t iy = 0; iy < g.h; ++iy) {
-        int32_t* row = base + (g.pt + iy) * wp;
-        std::memset(row, pad, sizeof(int32_t) * g.pl);
-        std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
-        span(iy * g.w, g.w, row + g.pl);
+      if (cw.tap_pairs) {
+        // the plane holds (X, 0) pairs (one channel); each int32 takes the column dw on as its high half. The low
+        // halves never change, so the order does not matter. Past the plane the high half is 0: a column past its
+        // row's end (or the plane's) only ever meets the zero weight of an odd kw's last pair.
+        const int64_t np = hp * wp, d = std::min(dw_, np);
+        for (int64_t i = 0; i < np - d; ++i)
+          base[i] = static_cast<int32_t>((static_cast<uint32_t>(base[i]) & 0xFFFFu) |
+                                         (static_cast<uint32_t>(base[i + d]) << 16));
+        for (int64_t i = np - d; i < np; ++i) base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
       }
     });
   }
@@ -571,8 +597,8 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
       pk.x2 = x2;
       pk.runs = runs;
       pk.nruns = nruns;
-      pk.nq = nq, pk.kh = kh_, pk.kw = kw_;
-      pk.q_stride = hp * wp, pk.ky_stride = dh_ * wp, pk.kx_stride = dw_, pk.sx = sw_;
+      pk.nq = nq, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
+      pk.q_stride = hp * wp, pk.ky_stride = dh_ * wp, pk.kx_stride = cw.tap_pairs ? 2 * dw_ : dw_, pk.sx = sw_;
       pk.dst = dst;
       pk.nr = nr, pk.ncols = ncols;
       isa.pack_panel(pk);

@@ -6,7 +6,8 @@
 // in place) and multiplied with the decoded weight rows, whose fan-in is reordered to (channel pair, ky, kx) and
 // decoded and packed once per session when the weights are initializers. Columns run over (batch, output pixel)
 // together, so small late layers still fill whole panels at batch 32. With AVX-512 the output edge (bias, power of
-// two scale or threshold search) is applied to the accumulators in registers.
+// two scale or threshold search) is applied to the accumulators in registers. A one-channel layer (int16) pairs
+// taps instead of channels (ConvWeights::tap_pairs: int32 = the channel at columns x and x + dw).
 // A large batch runs in chunks of images whose padded image is about 1 MiB (run_gemm), so the panels read it from
 // cache; WQCOMPILE_IMAGE_CHUNK_BYTES=n moves that size, read when the kernel is created (the tests use 1: one image
 // per chunk).

@@ -58,10 +58,11 @@ class SelectLayersPass(Pass):
                 if isinstance(clip, Skip):
                     ctx.skipped[node.name] = clip.reason
                     continue
-                if cfg.is_excluded(node.name, node.op):
+                kinds = node_kinds(node)
+                if cfg.is_excluded(node.name, node.op, kinds):
                     ctx.skipped[node.name] = "excluded by the configuration"
                     continue
-                bits = cfg.act_bits_for(node.name, node.op)
+                bits = cfg.act_bits_for(node.name, node.op, kinds)
                 if bits is None:
                     ctx.skipped[node.name] = "activations kept in full precision"
                     continue

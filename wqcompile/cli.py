@@ -77,8 +77,8 @@ def main(verbose: int) -> None:
               show_default=True, help="Fit each layer on the outputs of the already-quantized layers before it.")
 @click.option("--gptq/--no-gptq", default=QuantConfig.gptq, show_default=True,
               help="With refinement: reassign weights to codebook entries by GPTQ's error feedback before the refit.")
-@click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, @depthwise, or regex over names. Repeatable.")
-@click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N,granularity:G", help="Per-layer bits or weight granularity (later wins); PATTERN as for --exclude, e.g. '@depthwise=wbits:8' or '@depthwise=granularity:channel-scaled'. Repeatable.")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave nodes in FP32: node name, op type, @depthwise, @depthwise-input (a Relu/Clip read only by depthwise convs), or regex over names. Repeatable.")
+@click.option("--override", multiple=True, metavar="PATTERN=wbits:N,abits:N,granularity:G", help="Per-layer bits or weight granularity (later wins); PATTERN as for --exclude, e.g. '@depthwise=wbits:8', '@depthwise=granularity:channel-scaled' or '@depthwise-input=abits:8'. Repeatable.")
 @click.option("--max-calib-samples", type=int, default=None, help="Use at most this many calibration samples.")
 @click.option("--verify-samples", type=int, default=16, show_default=True, help="Calibration samples used to compare with FP32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Recorded in the metadata; seeds numpy for user passes.")

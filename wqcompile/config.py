@@ -35,12 +35,13 @@ def parse_bits(text: str | int | None, what: str) -> int | None:
     return bits
 
 
-NODE_KINDS = ("depthwise",)   # "@kind" patterns; the kinds of a node come from wqcompile.layers.node_kinds
+NODE_KINDS = ("depthwise", "depthwise-input")   # "@kind" patterns; a node's kinds come from wqcompile.layers.node_kinds
 
 
 def node_matches(pattern: str, name: str, op_type: str, kinds: frozenset[str] = frozenset()) -> bool:
-    """A pattern matches a node by exact op type, exact name, ``@kind`` (e.g. ``@depthwise``: a grouped Conv with one
-    input channel per group), or a regular expression over the whole name."""
+    """A pattern matches a node by exact op type, exact name, ``@kind`` (``@depthwise``: a grouped Conv with one
+    input channel per group; ``@depthwise-input``: a Relu / Clip read only by depthwise Convs), or a regular
+    expression over the whole name."""
     if pattern.startswith("@") and pattern[1:] in NODE_KINDS:
         return pattern[1:] in kinds
     if pattern == op_type or pattern == name:

@@ -107,12 +107,23 @@ def linear_layer(node: gs.Node) -> LinearLayer | Skip:
     return Skip(f"{node.op} {node.name!r} has no weights we quantize")
 
 
+def _is_depthwise(node: gs.Node) -> bool:
+    """A grouped Conv with one input channel per group."""
+    if node.op != "Conv" or len(node.inputs) < 2:
+        return False
+    shape = node.inputs[1].shape
+    return int(node.attrs.get("group", 1)) > 1 and shape is not None and len(shape) == 4 and shape[1] == 1
+
+
 def node_kinds(node: gs.Node) -> frozenset[str]:
-    """The ``@kind`` selectors a node answers to in ``--exclude`` / ``--override`` patterns (config.NODE_KINDS)."""
+    """The ``@kind`` selectors a node answers to in ``--exclude`` / ``--override`` patterns (config.NODE_KINDS):
+    ``depthwise`` for a depthwise Conv, ``depthwise-input`` for a Relu / Clip whose output only depthwise Convs read
+    (MobileNetV2's expansion ReLU6: the activations a 4-bit grid hurts most there, docs/decisions.md)."""
     kinds = set()
-    if node.op == "Conv" and len(node.inputs) > 1:
-        shape = node.inputs[1].shape
-        group = int(node.attrs.get("group", 1))
-        if group > 1 and shape is not None and len(shape) == 4 and shape[1] == 1:
-            kinds.add("depthwise")
+    if _is_depthwise(node):
+        kinds.add("depthwise")
+    if node.op in ("Relu", "Clip") and node.outputs:
+        readers = list(node.outputs[0].outputs)
+        if readers and all(_is_depthwise(r) for r in readers):
+            kinds.add("depthwise-input")
     return frozenset(kinds)

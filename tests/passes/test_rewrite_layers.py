@@ -225,6 +225,35 @@ def test_depthwise_selector_matches_only_depthwise_convs(group, depthwise):
     assert bits == {"w_bits": 8 if depthwise else 4}
 
 
+def _expand_depthwise_project():
+    """1x1 expansion -> ReLU6 -> 3x3 depthwise -> ReLU6 -> 1x1 projection (a MobileNetV2 block without its skip)."""
+    c = 8
+    inits = [_init("we", RNG.standard_normal((c, 4, 1, 1)).astype(np.float32)),
+             _init("wd", RNG.standard_normal((c, 1, 3, 3)).astype(np.float32)),
+             _init("wp", RNG.standard_normal((4, c, 1, 1)).astype(np.float32)),
+             _init("lo", np.float32(0)), _init("hi", np.float32(6))]
+    nodes = [helper.make_node("Conv", ["x", "we"], ["e"], name="expand"),
+             helper.make_node("Clip", ["e", "lo", "hi"], ["e6"], name="expand_relu6"),
+             helper.make_node("Conv", ["e6", "wd"], ["d"], name="dw", group=c, pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["d6"], name="dw_relu6"),
+             helper.make_node("Conv", ["d6", "wp"], ["y"], name="project")]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 9, 10])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 9, 10])], inits)
+
+
+def test_depthwise_input_selector_matches_only_activations_read_by_depthwise_convs():
+    calib = {"x": RNG.standard_normal((8, 4, 9, 10)).astype(np.float32)}
+    cfg = QuantConfig(progress=False, weight_bits=4, act_bits=4, weight_quantizer="kmeans",
+                      overrides=(LayerOverride.parse("@depthwise-input=abits:8"),))
+    result = compile_model(_expand_depthwise_project(), calib, cfg)
+    assert {n: a.bits for n, a in result.context.act_layers.items()} == {"expand_relu6": 8, "dw_relu6": 4}
+    cfg = QuantConfig(progress=False, weight_bits=4, act_bits=4, weight_quantizer="kmeans",
+                      exclude=("@depthwise-input",))
+    result = compile_model(_expand_depthwise_project(), calib, cfg)
+    assert set(result.context.act_layers) == {"dw_relu6"}
+    assert "excluded" in result.context.skipped["expand_relu6"]
+
+
 @pytest.mark.parametrize("group", [8, 1])
 def test_granularity_override_makes_only_the_matched_layers_channel_scaled(group):
     model = conv_model(c_in=8, c_out=8, group=group, pads=[1, 1, 1, 1])

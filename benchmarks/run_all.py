@@ -92,6 +92,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # (8,8) on the ImageNet models, where 8-bit OptSearch is too slow for the matrix: k-means weights
     "kmeans+auto+scaled": {"codebook_refinement": False, "weight_quantizer": "kmeans", "act_quantizer": "auto",
                             "weight_granularity": "channel-scaled"},
+    # MobileNetV2 at 4-bit weights: channel-scaled k-means + GPTQ + refinement towards each layer's own FP32 output,
+    # every activation at 4 bits except the inputs of the depthwise convs (8 bits: where the 4-bit grid hurts most)
+    "kmeans+scaled+same+dwin8": {"gptq": True, "weight_quantizer": "kmeans", "act_quantizer": "auto",
+                                  "weight_granularity": "channel-scaled", "refinement_target": "same-input",
+                                  "overrides": ("@depthwise-input=abits:8",)},
 }
 # Which recipe rows each model gets (bits, recipe), on WQ weights + WQ activations (a recipe may change the latter).
 RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the default matrix within 30 minutes
@@ -100,7 +105,7 @@ RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the d
     "fashion": (("8,8", "gptq+auto"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
                 ("4,4", "gptq+auto"), ("3,4", "gptq+auto")),
     "mobilenet": (("8,8", "kmeans+auto+scaled"), ("4,4", "channel"), ("4,4", "gptq+auto"), ("4,4", "gptq+auto+scaled"),
-                  ("4,4", "gptq+auto+channel")),
+                  ("4,4", "gptq+auto+channel"), ("4,4", "kmeans+scaled+same+dwin8")),
     "opennsfw": (("8,8", "kmeans+auto+scaled"), ("4,4", "gptq+auto")),
 }
 RECIPE_LABELS = {
@@ -110,6 +115,8 @@ RECIPE_LABELS = {
     "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+auto+channel": "+ per-channel + GPTQ + refinement",
     "gptq+auto+scaled": "+ channel-scaled every layer + GPTQ + refinement",
     "kmeans+auto+scaled": "channel-scaled k-means weights (every layer), no refinement",
+    "kmeans+scaled+same+dwin8": "channel-scaled k-means (every layer) + GPTQ + refinement to the layer's own output, "
+                                "**8-bit activations into the depthwise convs**",
 }
 ORT_METHOD = "ort-int8"
 FIGURE_BITS = "4,4"
@@ -361,7 +368,10 @@ def run_config(bits: str, weights: str, acts: str, recipe: str):
     """The compile configuration of one run, and its activation quantizer as reported (``f``: full precision)."""
     from wqcompile.config import QuantConfig
 
+    from wqcompile.config import LayerOverride
+
     options = dict(RECIPES[recipe])
+    options["overrides"] = tuple(LayerOverride.parse(o) for o in options.get("overrides", ()))
     weights = options.pop("weight_quantizer", weights)
     recipe_act = options.pop("act_quantizer", None)        # irrelevant when activations stay in full precision
     if recipe_act is not None and acts != "f":

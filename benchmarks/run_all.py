@@ -366,9 +366,7 @@ def ort_int8(task: Task, workdir: Path) -> onnx.ModelProto:
 
 def run_config(bits: str, weights: str, acts: str, recipe: str):
     """The compile configuration of one run, and its activation quantizer as reported (``f``: full precision)."""
-    from wqcompile.config import QuantConfig
-
-    from wqcompile.config import LayerOverride
+    from wqcompile.config import LayerOverride, QuantConfig
 
     options = dict(RECIPES[recipe])
     options["overrides"] = tuple(LayerOverride.parse(o) for o in options.get("overrides", ()))

@@ -180,12 +180,6 @@ def time_interleaved_rounds(runners: Sequence[Callable[[], Any]], repeats: int, 
     return times
 
 
-def time_interleaved(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
-                     settle: float = 0.0) -> list[float]:
-    """Median wall time (ms) of each runner (see :func:`time_interleaved_rounds`)."""
-    return [statistics.median(t) for t in time_interleaved_rounds(runners, repeats, warmup, settle)]
-
-
 def bench(model: onnx.ModelProto, compiled: onnx.ModelProto, int8: onnx.ModelProto | None,
           feeds: dict[str, np.ndarray], *, batches: Sequence[int] = (1, 32), threads: Sequence[int] = (1, 2),
           repeats: int = 20, warmup: int = 3, check_outputs: bool = True) -> list[BenchRow]:

@@ -237,26 +237,26 @@ std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) c
   cw->tap_pairs = !cw->u8 && cg_ == 1 && kw_ > 1;
   // fan-in reordered to groups of `lanes` input channels per tap: group p = (q·kh + ky)·kw + kx holds channels
   // lanes·q .. lanes·q + lanes - 1 (zero past cg), the layout of the image's int32
-  const int64_t lanes = cw->u8 ? 4 : 2, nq = (cg_ + lanes - 1) / lanes, taps = kh_ * kw_, row = lanes * nq * taps;
+  const int64_t lanes = cw->u8 ? 4 : 2, nq = (cg_ + lanes - 1) / lanes, taps = kh_ * kw_;
   cw->lanes = lanes;
   cw->kg = cw->tap_pairs ? kh_ * ((kw_ + 1) / 2) : nq * taps;
+  const int64_t row = lanes * cw->kg;   // mantissas per weight row
   if (cw->u8) cw->a8.resize(static_cast<size_t>(m_ * row));
   else cw->a.resize(static_cast<size_t>(m_ * row));
   const bool offset = cw->u8 && !x_levels_;   // float input on the u8 path: the image holds mantissa + 128
   cw->bias = cw->layer->bias;
   cw->pad_byte = offset ? 128 : 0;
+  const PreparedLayer& L = *cw->layer;
   for (int64_t o = 0; o < m_; ++o) {
-    const PreparedLayer& L = *cw->layer;
     const size_t gr = static_cast<size_t>(L.row_of(o));
     cw->row_tables.push_back(L.fused() ? L.thresholds[gr].get() : nullptr);
     cw->row_scales.push_back(L.scale[gr]);
   }
-  if (cw->tap_pairs) {   // row o: group (ky, p) = (w[ky][2p], w[ky][2p + 1] or 0); the rows are 2·kg int16 apart
+  if (cw->tap_pairs) {   // row o: group (ky, p) = (w[ky][2p], w[ky][2p + 1] or 0)
     const int64_t pairs = (kw_ + 1) / 2;
-    cw->a.resize(static_cast<size_t>(m_ * 2 * cw->kg));
     for (int64_t o = 0; o < m_; ++o) {
-      const int16_t* src = cw->layer->weights.data() + o * fan_in;   // [1][kh][kw]
-      int16_t* dst = cw->a.data() + o * 2 * cw->kg;
+      const int16_t* src = L.weights.data() + o * fan_in;   // [1][kh][kw]
+      int16_t* dst = cw->a.data() + o * row;
       for (int64_t ky = 0; ky < kh_; ++ky)
         for (int64_t kx = 0; kx < 2 * pairs; ++kx) dst[2 * ky * pairs + kx] = kx < kw_ ? src[ky * kw_ + kx] : 0;
     }

@@ -32,6 +32,8 @@
 // of those accumulators (isa.max_pool_i32), then the quantizer on the pooled values only. The quantizer
 // level = #{j : T_j ≤ acc} is non-decreasing in acc, so max-then-quantize equals quantize-then-max bit for bit,
 // with a quarter (2x2 pools) of the threshold searches. Images run in chunks whose accumulators stay cache-sized.
+// Under 8 images, a pool whose windows do not overlap runs one task per band of pooled rows, conv rows and pool in
+// the same thread (ColumnBands, compute_pooled).
 //
 // QConvAddQRelu / QConvAddDecodeQRelu (runtime-internal, never stored: wqcompile.runtime fuses a float-output QConv
 // whose only reader is an AddQRelu / AddDecodeQRelu, the residual joins): inputs 0..6 are the QConv's, then B
@@ -45,8 +47,10 @@
 // WQCOMPILE_JOIN_MIN_BYTES=n moves that bound, read when the kernel is created: the tests use 0).
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "custom_op.h"
@@ -108,6 +112,14 @@ struct ResidualJoin {
   const FloatThresholds* t = nullptr;
 };
 
+// Column bands of a GEMM-path convolution (QConvMaxPool at a small batch): one task per band computes every output
+// channel of the band's columns [j0, j1) (image-major output pixels), then calls done(band) in the same thread, so
+// the pool reads accumulators its own core just wrote.
+struct ColumnBands {
+  std::vector<std::pair<int64_t, int64_t>> cols;
+  std::function<void(size_t band)> done;
+};
+
 class QConvKernel : public Kernel {
  public:
   QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool pool, Residual residual = Residual::kNone);
@@ -122,8 +134,10 @@ class QConvKernel : public Kernel {
   // raw: y is int32 acc + bias (QConvMaxPool), not the output edge; res: y is the levels of QRelu(edge + B)
   void run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
                 bool raw = false, const ResidualJoin* res = nullptr) const;
+  // images per run_gemm_images call (run_gemm cuts a larger batch into chunks of this many)
+  int64_t gemm_chunk_images(const ConvWeights& cw, const Geometry& g) const;
   void run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
-                       bool raw, const ResidualJoin* res, int64_t batch) const;
+                       bool raw, const ResidualJoin* res, int64_t batch, const ColumnBands* bands = nullptr) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                      void* y, bool raw = false) const;
   bool lanes_fit(const PreparedLayer& L) const;
@@ -463,13 +477,17 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
 // read back from it. Measured at batch 32, one thread, all kernels: ResNet-50 (8,8) 342 -> 309 ms, MobileNetV2
 // (8,8) 159 -> 145 ms (2 MiB chunks: 312 / 149 ms; 4 and 8 MiB: 149 / 153 ms on MobileNetV2). A batch whose
 // whole image fits is one chunk, so batch 1 is unchanged.
-void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                           void* y, bool raw, const ResidualJoin* res) const {
+int64_t QConvKernel::gemm_chunk_images(const ConvWeights& cw, const Geometry& g) const {
   const int64_t nq = (cg_ + cw.lanes - 1) / cw.lanes;
   // the same bound run_gemm_images checks for the whole image, so no product here can overflow
   checked_numel({g.n, group_, nq, g.h + g.pt + g.pb, g.w + g.pl + g.pr}, where_, "padded input");
   const int64_t per_image = group_ * nq * (g.h + g.pt + g.pb) * (g.w + g.pl + g.pr) * 4;
-  const int64_t chunk = std::max<int64_t>(1, image_chunk_bytes_ / std::max<int64_t>(1, per_image));
+  return std::max<int64_t>(1, image_chunk_bytes_ / std::max<int64_t>(1, per_image));
+}
+
+void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                           void* y, bool raw, const ResidualJoin* res) const {
+  const int64_t chunk = gemm_chunk_images(cw, g);
   if (chunk >= g.n) {
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n);
     return;
@@ -489,7 +507,8 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
 }
 
 void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
-                                  void* y, bool raw, const ResidualJoin* res, int64_t batch) const {
+                                  void* y, bool raw, const ResidualJoin* res, int64_t batch,
+                                  const ColumnBands* bands) const {
   const PreparedLayer& L = *cw.layer;
   const IsaKernels& isa = *isa_;
   const int64_t lanes = cw.lanes, mg = m_ / group_, nq = (cg_ + lanes - 1) / lanes, kg = cw.kg;
@@ -579,8 +598,8 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   for (int64_t grp = 0; grp < group_; ++grp) {
     // B operand of one column panel: packed into dst (runs of int32 copied out of the image), or, for a 1x1
     // convolution's panel inside one image, the image itself (rows P int32 apart). Returns the row stride (int32).
-    auto panel_b = [&](int64_t panel, int32_t* dst, const int32_t** bp) -> size_t {
-      const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0), n0 = j0 / P;
+    auto panel_b = [&](int64_t j0, int64_t ncols, int32_t* dst, const int32_t** bp) -> size_t {
+      const int64_t n0 = j0 / P;
       if (pointwise && n0 == (j0 + ncols - 1) / P) {
         *bp = x2 + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P);
         return static_cast<size_t>(P);
@@ -632,9 +651,8 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         }
       }
     };
-    // rows [r_begin, r_end) of the group against one panel, edge included
-    auto rows_x_panel = [&](int64_t panel, const int32_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
-      const int64_t j0 = panel * nr, ncols = std::min(nr, J - j0);
+    // rows [r_begin, r_end) of the group against one panel (columns j0 .. j0 + ncols - 1), edge included
+    auto rows_x_panel = [&](int64_t j0, int64_t ncols, const int32_t* bp, size_t ldb, int64_t r_begin, int64_t r_end) {
       const int64_t n0 = j0 / P, n1 = (j0 + ncols - 1) / P;
       alignas(64) int32_t c[8 * 64];
       alignas(64) float a_tile[8 * 64];   // res: the tile's float edge, rows nr apart (any images: split when finished)
@@ -685,12 +703,27 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
       }
     };
+    if (bands != nullptr) {   // one task per band: its panels, every row tile, then its done() (group_ == 1)
+      parallel_for(ctx, bands->cols.size(), [&](size_t t) {
+        const auto [b0, b1] = bands->cols[t];
+        int32_t* const dst = thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems));
+        for (int64_t j0 = b0; j0 < b1; j0 += nr) {
+          const int64_t ncols = std::min(nr, b1 - j0);
+          const int32_t* bp = nullptr;
+          const size_t ldb = panel_b(j0, ncols, dst, &bp);
+          rows_x_panel(j0, ncols, bp, ldb, 0, mg);
+        }
+        bands->done(t);
+      });
+      continue;
+    }
     if (panels >= 8 && !streamed) {
       // enough panels to share out: one pass, each task packs its panel and runs every row tile over it
       parallel_for(ctx, static_cast<size_t>(panels), [&](size_t t) {
+        const int64_t j0 = static_cast<int64_t>(t) * nr, ncols = std::min(nr, J - j0);
         const int32_t* bp = nullptr;
-        const size_t ldb = panel_b(static_cast<int64_t>(t), thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
-        rows_x_panel(static_cast<int64_t>(t), bp, ldb, 0, mg);
+        const size_t ldb = panel_b(j0, ncols, thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
+        rows_x_panel(j0, ncols, bp, ldb, 0, mg);
       });
       continue;
     }
@@ -701,11 +734,13 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
       std::vector<const int32_t*> bps(static_cast<size_t>(nb));   // nb < 8 unless streamed
       std::vector<size_t> ldbs(static_cast<size_t>(nb));
       parallel_for(ctx, static_cast<size_t>(nb), [&](size_t t) {
-        ldbs[t] = panel_b(b0 + static_cast<int64_t>(t), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
+        const int64_t j0 = (b0 + static_cast<int64_t>(t)) * nr;
+        ldbs[t] = panel_b(j0, std::min(nr, J - j0), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
       });
       parallel_for(ctx, static_cast<size_t>(nb * row_chunks), [&](size_t t) {
         const int64_t i = static_cast<int64_t>(t) % nb, chunk = static_cast<int64_t>(t) / nb;
-        rows_x_panel(b0 + i, bps[i], ldbs[i], chunk * row_chunk, std::min(mg, (chunk + 1) * row_chunk));
+        const int64_t j0 = (b0 + i) * nr;
+        rows_x_panel(j0, std::min(nr, J - j0), bps[i], ldbs[i], chunk * row_chunk, std::min(mg, (chunk + 1) * row_chunk));
       });
     }
   }
@@ -738,29 +773,96 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   constexpr int64_t kBatchTasks = 8;
   const bool by_chunk = g.n >= kBatchTasks;
   if (by_chunk) chunk = std::min(chunk, g.n / kBatchTasks);
+  // pooled rows [r0, r1) of one (image, channel) plane of raw accumulators, as int32 into pooled_acc (rowmax:
+  // the pool's row scratch, thread_scratch slot 5 of the calling thread)
+  auto pool_rows = [&](const int32_t* plane_acc, int64_t r0, int64_t r1, int32_t* pooled_acc, int32_t* rowmax) {
+    // the conv rows [c0, c1) those pooled rows read (every window meets a conv row: the pads are below the kernel)
+    const int64_t c0 = std::max<int64_t>(0, r0 * pool_.sh - pool_.pads[0]);
+    const int64_t c1 = std::min(g.oh, (r1 - 1) * pool_.sh - pool_.pads[0] + pool_.kh);
+    PoolPlaneI32 p{};
+    p.x = plane_acc + c0 * g.ow;
+    p.h = c1 - c0, p.w = g.ow, p.oh = r1 - r0, p.ow = pw;
+    p.kh = pool_.kh, p.kw = pool_.kw, p.sh = pool_.sh, p.sw = pool_.sw;
+    p.pt = c0 - (r0 * pool_.sh - pool_.pads[0]), p.pl = pool_.pads[1];   // window of row r0 from its first conv row
+    p.y = pooled_acc;
+    p.rowmax = rowmax;
+    isa_->max_pool_i32(p);
+  };
+  const size_t rowmax_size = static_cast<size_t>(g.ow + 2 * pool_.kw + 96);
+  // one quantizer for every channel (QConvMaxPool always has levels out; no row scales, checked above)
+  const bool one_table = L.thresholds.size() == 1;
   // images n0 .. n0 + cn - 1; pctx: the pool for the steps inside the chunk (nullptr: this thread)
   auto pooled_chunk = [&](int64_t n0, OrtKernelContext* pctx) {
     const int64_t cn = std::min(chunk, g.n - n0);
     const auto [xs, gc] = image_chunk(x, g, n0, cn);
     int32_t* raw = thread_scratch<int32_t>(6, static_cast<size_t>(cn * per_image));
+    if (pctx != nullptr && cw.filters.empty() && group_ == 1 && pool_.kh <= pool_.sh &&
+        gemm_chunk_images(cw, gc) >= cn) {
+      // A small batch with a thread pool: one task per band of pooled rows of an image convolves the conv rows the
+      // band reads (every channel), then pools and quantizes them in the same thread, so the pool reads
+      // accumulators its own core just wrote. As two loops split differently (panels of columns, then planes of
+      // channels) the pool read half of them from the other core, and the loop between them is a barrier: in the
+      // phases of this 2-vCPU machine where that traffic is dear, MNIST (8,8) at batch 1 ran slower at 2 threads
+      // than at 1 (75 µs against 49; the packs and pools 2-3x their 1-thread time). Measured: MNIST (8,8) batch 1,
+      // 2 threads, 34.0 -> 33.5 µs in the good phase, 75 -> 66 µs in the bad one; 1 thread unchanged.
+      // Windows that do not overlap (kh ≤ sh), so the bands' conv rows are disjoint. Bands of about kBandPanels
+      // panels' columns (each band's last panel is partial), at least 2 per image (batch 1 still splits over 2
+      // threads).
+      constexpr int64_t kBandPanels = 4;
+      const int64_t band_cols = kBandPanels * isa_->nr, row_cols = pool_.sh * g.ow;
+      const int64_t per_image = std::min(ph, std::max<int64_t>(2, ph * row_cols / std::max<int64_t>(1, band_cols)));
+      std::vector<std::array<int64_t, 3>> rows;   // image, pooled rows [r0, r1) of each band
+      ColumnBands bands;
+      for (int64_t n = 0; n < cn; ++n)
+        for (int64_t b = 0; b < per_image; ++b) {
+          const int64_t r0 = ph * b / per_image, r1 = ph * (b + 1) / per_image;
+          const int64_t c0 = std::max<int64_t>(0, r0 * pool_.sh - pool_.pads[0]);
+          const int64_t c1 = std::min(g.oh, (r1 - 1) * pool_.sh - pool_.pads[0] + pool_.kh);
+          rows.push_back({n, r0, r1});
+          bands.cols.emplace_back(n * plane + c0 * g.ow, n * plane + c1 * g.ow);
+        }
+      bands.done = [&](size_t t) {
+        const auto [n, r0, r1] = rows[t];
+        uint8_t* const out = y + (n0 + n) * m_ * pooled;
+        // every channel's pooled rows, then one quantizer call over all of them when every channel has the same
+        // quantizer (a call per channel and band cost ~2 µs of MNIST's 49 at one thread): straight into the output
+        // when the band is the whole plane
+        const int64_t len = (r1 - r0) * pw;
+        int32_t* const acc = thread_scratch<int32_t>(4, static_cast<size_t>(m_ * len));
+        int32_t* const rowmax = thread_scratch<int32_t>(5, rowmax_size);
+        for (int64_t o = 0; o < m_; ++o) pool_rows(raw + (n * m_ + o) * plane, r0, r1, acc + o * len, rowmax);
+        if (!one_table) {
+          for (int64_t o = 0; o < m_; ++o) edge_segment(*isa_, L, o, acc + o * len, 0, out + o * pooled + r0 * pw, len);
+          return;
+        }
+        if (len == pooled) {
+          isa_->edge_levels(acc, out, static_cast<size_t>(m_ * len), 0, L.thresholds[0].get());
+          return;
+        }
+        uint8_t* const lv = thread_scratch<uint8_t>(7, static_cast<size_t>(m_ * len));
+        isa_->edge_levels(acc, lv, static_cast<size_t>(m_ * len), 0, L.thresholds[0].get());
+        for (int64_t o = 0; o < m_; ++o) std::memcpy(out + o * pooled + r0 * pw, lv + o * len, static_cast<size_t>(len));
+      };
+      run_gemm_images(pctx, cw, gc, xs, raw, true, nullptr, cn, &bands);
+      return;
+    }
     if (!cw.filters.empty()) run_depthwise(pctx, cw, gc, xs, raw, true);
     else run_gemm(pctx, cw, gc, xs, raw, true);
     const int64_t planes = cn * m_;
     const int64_t per_task = std::max<int64_t>(1, std::min((int64_t(1) << 15) / plane, (planes + 15) / 16));
     parallel_for(pctx, static_cast<size_t>((planes + per_task - 1) / per_task), [&](size_t t) {
-      PoolPlaneI32 p{};
-      p.h = g.oh, p.w = g.ow, p.oh = ph, p.ow = pw;
-      p.kh = pool_.kh, p.kw = pool_.kw, p.sh = pool_.sh, p.sw = pool_.sw, p.pt = pool_.pads[0], p.pl = pool_.pads[1];
-      p.y = thread_scratch<int32_t>(4, static_cast<size_t>(pooled));
-      p.rowmax = thread_scratch<int32_t>(5, static_cast<size_t>(g.ow + 2 * pool_.kw + 96));
       const int64_t p0 = static_cast<int64_t>(t) * per_task, p1 = std::min(planes, p0 + per_task);
-      for (int64_t i = p0; i < p1; ++i) {
-        const int64_t o = i % m_;
-        p.x = raw + i * plane;
-        isa_->max_pool_i32(p);
-        // bias is already in the accumulators
-        edge_segment(*isa_, L, o, p.y, 0, y + (n0 * m_ + i) * pooled, pooled);
+      int32_t* const acc = thread_scratch<int32_t>(4, static_cast<size_t>((p1 - p0) * pooled));
+      int32_t* const rowmax = thread_scratch<int32_t>(5, rowmax_size);
+      for (int64_t i = p0; i < p1; ++i) pool_rows(raw + i * plane, 0, ph, acc + (i - p0) * pooled, rowmax);
+      // the planes' outputs are contiguous: one quantizer call when every channel has the same quantizer
+      if (one_table) {
+        isa_->edge_levels(acc, y + (n0 * m_ + p0) * pooled, static_cast<size_t>((p1 - p0) * pooled), 0,
+                          L.thresholds[0].get());
+        return;
       }
+      for (int64_t i = p0; i < p1; ++i)   // bias is already in the accumulators
+        edge_segment(*isa_, L, i % m_, acc + (i - p0) * pooled, 0, y + (n0 * m_ + i) * pooled, pooled);
     });
   };
   const int64_t chunks = (g.n + chunk - 1) / chunk;

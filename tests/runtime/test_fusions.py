@@ -113,6 +113,35 @@ def test_qconv_maxpool_batches(isa, batch, monkeypatch):
         assert got.shape[0] == batch and same_bits(got, want), f"{threads} threads: {int((got != want).sum())} differ"
 
 
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed, batch, pool", [(25, 1, 0), (25, 3, 2), (50, 1, 1), (50, 6, 3), (4, 2, 4), (4, 7, 0)])
+def test_qconv_maxpool_bands(isa, seed, batch, pool, monkeypatch):
+    """Batches under 8 run one task per band of pooled rows (its conv rows, pool and quantizer in one thread) when the
+    pool windows do not overlap: cases with 33-34 output channels and strides / dilations / pads on a 41 x 38 input
+    (several bands per image, bands of unequal height), 1 and 2 threads; overlapping and padded windows and a batch
+    that run_gemm would cut into one-image chunks (batch 3) keep the per-plane pool."""
+    if batch == 3:
+        monkeypatch.setenv("WQCOMPILE_IMAGE_CHUNK_BYTES", "1")
+    case = _level_conv_case(seed)
+    assert case["attrs"]["group"] == 1 and case["attrs"]["w_shape"][0] > 32
+    rng = np.random.default_rng(seed)
+    x0 = case["x"]
+    x = rng.choice(x0.ravel(), size=(batch, x0.shape[1], 41, 38))   # values of the case's own input
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
+    values = [x, case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
+                            name="conv", **case["attrs"])
+    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **POOLS[pool])
+    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))
+    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    want = _run(model, {"X": x}, isa, 2, rewrite=False)[0]
+    assert want.shape[2] >= 6
+    for threads in (1, 2):
+        got = _run(model, {"X": x}, isa, threads)[0]
+        assert same_bits(got, want), f"{threads} threads: {int((got != want).sum())} differ"
+
+
 def test_qconv_maxpool_left_alone():
     """A second consumer of the levels, a graph output, ceil_mode, dilation or pads ≥ kernel: no fusion."""
     case = _level_conv_case(0)

@@ -177,10 +177,11 @@ def _consumer_indices(graph: onnx.GraphProto) -> dict[str, list[int]]:
     return consumers
 
 
-def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def with_qconv_maxpool(model: onnx.ModelProto, intra_op_threads: int = 0) -> tuple[onnx.ModelProto, int]:
     """A copy where each QConv with level output (thresholds) whose only consumer is a 2-D MaxPool runs as the
     library's ``QConvMaxPool``: the accumulators are pooled, then quantized once per pooled output. Exact, because
-    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). Returns (model, nodes fused)."""
+    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). ``intra_op_threads`` (the
+    session's, 0: unknown) only picks how the kernel splits a small batch. Returns (model, nodes fused)."""
     graph = model.graph
     consumers = _consumer_indices(graph)
     outputs = {o.name for o in graph.output}
@@ -208,6 +209,8 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
                                onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
                                onnx.helper.make_attribute("pool_pads", pads)])
+        if intra_op_threads:
+            conv.attribute.append(onnx.helper.make_attribute("intra_op_threads", int(intra_op_threads)))
         inner = conv.output[0]
         conv.output[0] = pool.output[0]
         return {j}, {inner}
@@ -352,7 +355,7 @@ def _apply_fusions(model: onnx.ModelProto, plans: list, fuse) -> tuple[onnx.Mode
     return out, len(plans)
 
 
-def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
+def _model_arg(path_or_model: Any, rewrite: bool, intra_op_threads: int = 0) -> str | bytes:
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
     elif isinstance(path_or_model, (bytes, bytearray)):
@@ -372,7 +375,7 @@ def _model_arg(path_or_model: Any, rewrite: bool) -> str | bytes:
     if rewrite:
         fused = 0
         if not os.environ.get(ENV_NO_FUSION):
-            model, fused = with_qconv_maxpool(model)
+            model, fused = with_qconv_maxpool(model, intra_op_threads)
             model, added = with_add_qrelu(model)
             fused += added
             model, added = with_qconv_add_qrelu(model)
@@ -400,5 +403,5 @@ class InferenceSession(ort.InferenceSession):
     def __init__(self, path_or_model: Any, sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str] | None = None, *, rewrite: bool = True, **kwargs: Any) -> None:
         options = session_options(sess_options)
-        super().__init__(_model_arg(path_or_model, rewrite), sess_options=options,
+        super().__init__(_model_arg(path_or_model, rewrite, options.intra_op_num_threads), sess_options=options,
                          providers=list(providers) if providers is not None else ["CPUExecutionProvider"], **kwargs)

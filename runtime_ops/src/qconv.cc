@@ -96,6 +96,7 @@ struct Geometry {
 // ceil_mode 0, explicit pads smaller than the kernel, so no window is ever empty).
 struct PoolAttrs {
   bool on = false;
+  bool one_thread = false;   // attribute intra_op_threads = 1
   int64_t kh = 1, kw = 1, sh = 1, sw = 1;
   int64_t pads[4] = {0, 0, 0, 0};
 };
@@ -230,6 +231,12 @@ QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool p
       if (pp[d] < 0 || pp[d] >= k[d % 2]) fail(where_, "pool_pads " + shape_str(pp) + " must be ≥ 0 and smaller than the kernel");
     pool_.on = true;
     pool_.kh = k[0], pool_.kw = k[1], pool_.sh = ps[0], pool_.sw = ps[1];
+    // the session's intra-op thread count, set by wqcompile.runtime (speed only: 1 keeps the per-plane pool at a
+    // small batch, whose bands would only add halo rows and partial panels; 0 or absent: unknown)
+    int64_t threads = 0;
+    if (get_int_attr(info, "intra_op_threads", &threads) && threads < 0)
+      fail(where_, "intra_op_threads must be ≥ 0, got " + std::to_string(threads));
+    pool_.one_thread = threads == 1;
     for (int d = 0; d < 4; ++d) pool_.pads[d] = pp[d];
   }
   LayerOperands ops;
@@ -516,47 +523,62 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t planes = g.n * group_ * nq;
   checked_numel({planes, hp, wp}, where_, "padded input");
   // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
-  int32_t* const x2 = thread_scratch<int32_t>(0, static_cast<size_t>(planes * hp * wp + 64));
-  {
-    const int64_t hw = g.h * g.w;
+  // padded rows [r0, r1) of one plane of the image, in img (a whole image's buffer)
+  const int64_t hw = g.h * g.w;
+  auto build_rows = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
+    const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
+    // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
+    const int64_t c0 = grp * cg_ + lanes * q;
+    int64_t off[4] = {-1, -1, -1, -1};
+    for (int64_t l = 0; l < lanes; ++l) off[l] = lanes * q + l < cg_ ? (n * g.c + c0 + l) * hw : -1;
+    // `count` image entries from `shift` elements into each channel's plane
+    auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
+      int64_t at[4];
+      for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
+      if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
+      else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
+    };
+    int32_t* const base = img + plane * hp * wp;
+    const int pad = cw.pad_byte;
+    // rows of padding above and below the input, and the input rows iy0 .. iy1 - 1 between them
+    const int64_t iy0 = std::clamp<int64_t>(r0 - g.pt, 0, g.h), iy1 = std::clamp<int64_t>(r1 - g.pt, 0, g.h);
+    const int64_t top = std::min(r1, g.pt) - std::min(r0, g.pt), bottom_from = std::max(r0, g.pt + g.h);
+    if (top > 0) std::memset(base + r0 * wp, pad, sizeof(int32_t) * top * wp);
+    if (r1 > bottom_from) std::memset(base + bottom_from * wp, pad, sizeof(int32_t) * (r1 - bottom_from) * wp);
+    if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: all of them at once
+      if (iy1 > iy0) span(iy0 * g.w, (iy1 - iy0) * g.w, base + (g.pt + iy0) * wp);
+    } else {
+      for (int64_t iy = iy0; iy < iy1; ++iy) {
+        int32_t* row = base + (g.pt + iy) * wp;
+        std::memset(row, pad, sizeof(int32_t) * g.pl);
+        std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
+        span(iy * g.w, g.w, row + g.pl);
+      }
+    }
+  };
+  // the tap pairs of padded rows [r0, r1) of one plane, whose rows up to r1 + tap_pair_rows are built (the pairs
+  // of a row's last columns read the next row, and only ever meet zero weights: built anyway, so no stale or
+  // uninitialised int32 is ever read)
+  const int64_t np = hp * wp, d = std::min(dw_, np), tap_pair_rows = (d + wp - 1) / wp;
+  auto pair_taps = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
+    // the plane holds (X, 0) pairs (one channel); each int32 takes the column dw on as its high half. The low
+    // halves never change, so the order does not matter. Past the plane the high half is 0: a column past its
+    // row's end (or the plane's) only ever meets the zero weight of an odd kw's last pair.
+    int32_t* const base = img + plane * np;
+    const int64_t i1 = std::min(r1 * wp, np - d);
+    for (int64_t i = r0 * wp; i < i1; ++i)
+      base[i] = static_cast<int32_t>((static_cast<uint32_t>(base[i]) & 0xFFFFu) |
+                                     (static_cast<uint32_t>(base[i + d]) << 16));
+    for (int64_t i = std::max(r0 * wp, np - d); i < r1 * wp; ++i)
+      base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
+  };
+  // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
+  const size_t image_size = static_cast<size_t>(planes * hp * wp + 64);
+  int32_t* const x2 = bands != nullptr ? nullptr : thread_scratch<int32_t>(0, image_size);
+  if (bands == nullptr) {   // the whole image (bands: each band task builds the rows it reads, below)
     parallel_for(ctx, static_cast<size_t>(planes), [&](size_t t) {
-      const int64_t plane = static_cast<int64_t>(t);
-      const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
-      // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
-      const int64_t c0 = grp * cg_ + lanes * q;
-      int64_t off[4] = {-1, -1, -1, -1};
-      for (int64_t l = 0; l < lanes; ++l) off[l] = lanes * q + l < cg_ ? (n * g.c + c0 + l) * hw : -1;
-      // `count` image entries from `shift` elements into each channel's plane
-      auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
-        int64_t at[4];
-        for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
-        if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
-        else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
-      };
-      int32_t* const base = x2 + plane * hp * wp;
-      const int pad = cw.pad_byte;
-      std::memset(base, pad, sizeof(int32_t) * g.pt * wp);                          // top padding rows
-      std::memset(base + (g.pt + g.h) * wp, pad, sizeof(int32_t) * g.pb * wp);      // bottom padding rows
-      if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: the whole plane at once
-        span(0, hw, base + g.pt * wp);
-      } else {
-        for (int64_t iy = 0; iy < g.h; ++iy) {
-          int32_t* row = base + (g.pt + iy) * wp;
-          std::memset(row, pad, sizeof(int32_t) * g.pl);
-          std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
-          span(iy * g.w, g.w, row + g.pl);
-        }
-      }
-      if (cw.tap_pairs) {
-        // the plane holds (X, 0) pairs (one channel); each int32 takes the column dw on as its high half. The low
-        // halves never change, so the order does not matter. Past the plane the high half is 0: a column past its
-        // row's end (or the plane's) only ever meets the zero weight of an odd kw's last pair.
-        const int64_t np = hp * wp, d = std::min(dw_, np);
-        for (int64_t i = 0; i < np - d; ++i)
-          base[i] = static_cast<int32_t>((static_cast<uint32_t>(base[i]) & 0xFFFFu) |
-                                         (static_cast<uint32_t>(base[i + d]) << 16));
-        for (int64_t i = np - d; i < np; ++i) base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
-      }
+      build_rows(static_cast<int64_t>(t), 0, hp, x2);
+      if (cw.tap_pairs) pair_taps(static_cast<int64_t>(t), 0, hp, x2);
     });
   }
   // rows o0.. of the weights against a B operand of kg int32 rows, ldb int32 apart: c (ldc = nr) or the edge
@@ -598,10 +620,11 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   for (int64_t grp = 0; grp < group_; ++grp) {
     // B operand of one column panel: packed into dst (runs of int32 copied out of the image), or, for a 1x1
     // convolution's panel inside one image, the image itself (rows P int32 apart). Returns the row stride (int32).
-    auto panel_b = [&](int64_t j0, int64_t ncols, int32_t* dst, const int32_t** bp) -> size_t {
+    // img: the image (x2, or a band task's own)
+    auto panel_b = [&](const int32_t* img, int64_t j0, int64_t ncols, int32_t* dst, const int32_t** bp) -> size_t {
       const int64_t n0 = j0 / P;
       if (pointwise && n0 == (j0 + ncols - 1) / P) {
-        *bp = x2 + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P);
+        *bp = img + ((n0 * group_ + grp) * nq) * P + (j0 - n0 * P);
         return static_cast<size_t>(P);
       }
       PanelRun runs[64];
@@ -614,7 +637,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         j += len;
       }
       PanelPack pk{};
-      pk.x2 = x2;
+      pk.x2 = img;
       pk.runs = runs;
       pk.nruns = nruns;
       pk.nq = nq, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
@@ -703,14 +726,24 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         if (res != nullptr) finish_residual(o0, rows, j0, ncols, a_tile);
       }
     };
-    if (bands != nullptr) {   // one task per band: its panels, every row tile, then its done() (group_ == 1)
+    if (bands != nullptr) {
+      // one task per band (group_ == 1): the padded rows its conv rows read, of its image, into this thread's own
+      // image buffer (adjacent bands both build the rows they share), its panels, every row tile, its done()
       parallel_for(ctx, bands->cols.size(), [&](size_t t) {
         const auto [b0, b1] = bands->cols[t];
+        const int64_t n = b0 / P, oy0 = (b0 - n * P) / g.ow, oy1 = (b1 - 1 - n * P) / g.ow + 1;
+        const int64_t r0 = oy0 * sh_, r1 = (oy1 - 1) * sh_ + (kh_ - 1) * dh_ + 1;
+        int32_t* const img = thread_scratch<int32_t>(0, image_size);
+        for (int64_t q = 0; q < nq; ++q) {
+          const int64_t plane = n * nq + q;
+          build_rows(plane, r0, cw.tap_pairs ? std::min(hp, r1 + tap_pair_rows) : r1, img);
+          if (cw.tap_pairs) pair_taps(plane, r0, r1, img);
+        }
         int32_t* const dst = thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems));
         for (int64_t j0 = b0; j0 < b1; j0 += nr) {
           const int64_t ncols = std::min(nr, b1 - j0);
           const int32_t* bp = nullptr;
-          const size_t ldb = panel_b(j0, ncols, dst, &bp);
+          const size_t ldb = panel_b(img, j0, ncols, dst, &bp);
           rows_x_panel(j0, ncols, bp, ldb, 0, mg);
         }
         bands->done(t);
@@ -722,7 +755,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
       parallel_for(ctx, static_cast<size_t>(panels), [&](size_t t) {
         const int64_t j0 = static_cast<int64_t>(t) * nr, ncols = std::min(nr, J - j0);
         const int32_t* bp = nullptr;
-        const size_t ldb = panel_b(j0, ncols, thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
+        const size_t ldb = panel_b(x2, j0, ncols, thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems)), &bp);
         rows_x_panel(j0, ncols, bp, ldb, 0, mg);
       });
       continue;
@@ -735,7 +768,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
       std::vector<size_t> ldbs(static_cast<size_t>(nb));
       parallel_for(ctx, static_cast<size_t>(nb), [&](size_t t) {
         const int64_t j0 = (b0 + static_cast<int64_t>(t)) * nr;
-        ldbs[t] = panel_b(j0, std::min(nr, J - j0), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
+        ldbs[t] = panel_b(x2, j0, std::min(nr, J - j0), packed + static_cast<int64_t>(t) * panel_elems, &bps[t]);
       });
       parallel_for(ctx, static_cast<size_t>(nb * row_chunks), [&](size_t t) {
         const int64_t i = static_cast<int64_t>(t) % nb, chunk = static_cast<int64_t>(t) / nb;
@@ -796,19 +829,21 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
     const int64_t cn = std::min(chunk, g.n - n0);
     const auto [xs, gc] = image_chunk(x, g, n0, cn);
     int32_t* raw = thread_scratch<int32_t>(6, static_cast<size_t>(cn * per_image));
-    if (pctx != nullptr && cw.filters.empty() && group_ == 1 && pool_.kh <= pool_.sh &&
+    if (pctx != nullptr && !pool_.one_thread && cw.filters.empty() && group_ == 1 && pool_.kh <= pool_.sh &&
         gemm_chunk_images(cw, gc) >= cn) {
-      // A small batch with a thread pool: one task per band of pooled rows of an image convolves the conv rows the
-      // band reads (every channel), then pools and quantizes them in the same thread, so the pool reads
-      // accumulators its own core just wrote. As two loops split differently (panels of columns, then planes of
-      // channels) the pool read half of them from the other core, and the loop between them is a barrier: in the
-      // phases of this 2-vCPU machine where that traffic is dear, MNIST (8,8) at batch 1 ran slower at 2 threads
-      // than at 1 (75 µs against 49; the packs and pools 2-3x their 1-thread time). Measured: MNIST (8,8) batch 1,
-      // 2 threads, 34.0 -> 33.5 µs in the good phase, 75 -> 66 µs in the bad one; 1 thread unchanged.
-      // Windows that do not overlap (kh ≤ sh), so the bands' conv rows are disjoint. Bands of about kBandPanels
-      // panels' columns (each band's last panel is partial), at least 2 per image (batch 1 still splits over 2
-      // threads).
-      constexpr int64_t kBandPanels = 4;
+      // A small batch with more than one thread: one task per band of pooled rows of an image builds the image
+      // rows its conv rows read, convolves them (every channel), then pools and quantizes them, all in one thread,
+      // so nothing a task reads was written by another core. As three loops split differently (image planes,
+      // column panels, channel planes) half of every step's input came from the other core, with a barrier
+      // between steps: in the phases of this 2-vCPU machine where that traffic is dear, MNIST (8,8) at batch 1
+      // ran slower at 2 threads than at 1 (75 µs against 49; the packs and pools 2-3x their 1-thread time).
+      // Measured (`wqcompile bench`, MNIST (8,8), batch 1, 2 threads, WQ / FP32): 1.04-1.07 -> 1.02-1.03 in the
+      // good phase, 1.49-1.52 -> 1.15-1.19 in the bad one. At one thread (intra_op_threads = 1) the bands would
+      // only add halo rows and partial panels, so the per-plane path runs. Windows that do not overlap
+      // (kh ≤ sh): the bands' conv rows are disjoint (their image rows overlap: each band builds its own copy).
+      // Bands of about kBandPanels panels' columns, at least 2 per image (batch 1 still splits over 2 threads;
+      // MNIST's conv1 gets 2 equal bands of 8 1/6 panels each).
+      constexpr int64_t kBandPanels = 8;
       const int64_t band_cols = kBandPanels * isa_->nr, row_cols = pool_.sh * g.ow;
       const int64_t per_image = std::min(ph, std::max<int64_t>(2, ph * row_cols / std::max<int64_t>(1, band_cols)));
       std::vector<std::array<int64_t, 3>> rows;   // image, pooled rows [r0, r1) of each band

@@ -142,6 +142,27 @@ def test_qconv_maxpool_bands(isa, seed, batch, pool, monkeypatch):
         assert same_bits(got, want), f"{threads} threads: {int((got != want).sum())} differ"
 
 
+def test_qconv_maxpool_thread_hint():
+    """wqcompile.runtime tells the fused kernel the session's intra-op thread count (speed only: the same outputs
+    either way, test_qconv_maxpool_bands); a negative count is refused by name."""
+    case = _level_conv_case(0)
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
+    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
+                            name="conv", **case["attrs"])
+    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])
+    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(case["x"].dtype), list(case["x"].shape))
+    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    hint = {a.name: a.i for a in runtime.with_qconv_maxpool(model, 3)[0].graph.node[0].attribute}
+    assert hint.get("intra_op_threads") == 3
+    assert "intra_op_threads" not in {a.name for a in runtime.with_qconv_maxpool(model)[0].graph.node[0].attribute}
+    bad = runtime.with_qconv_maxpool(model, 1)[0]
+    next(a for a in bad.graph.node[0].attribute if a.name == "intra_op_threads").i = -2
+    with pytest.raises(Exception, match="intra_op_threads must be"):
+        _run(bad, {"X": case["x"]}, "baseline", 1, rewrite=False)
+
+
 def test_qconv_maxpool_left_alone():
     """A second consumer of the levels, a graph output, ceil_mode, dilation or pads ≥ kernel: no fusion."""
     case = _level_conv_case(0)

@@ -177,11 +177,10 @@ def _consumer_indices(graph: onnx.GraphProto) -> dict[str, list[int]]:
     return consumers
 
 
-def with_qconv_maxpool(model: onnx.ModelProto, intra_op_threads: int = 0) -> tuple[onnx.ModelProto, int]:
+def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy where each QConv with level output (thresholds) whose only consumer is a 2-D MaxPool runs as the
     library's ``QConvMaxPool``: the accumulators are pooled, then quantized once per pooled output. Exact, because
-    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). ``intra_op_threads`` (the
-    session's, 0: unknown) only picks how the kernel splits a small batch. Returns (model, nodes fused)."""
+    ``level = #{j : T_j <= acc}`` is non-decreasing in acc (max commutes with it). Returns (model, nodes fused)."""
     graph = model.graph
     consumers = _consumer_indices(graph)
     outputs = {o.name for o in graph.output}
@@ -209,13 +208,32 @@ def with_qconv_maxpool(model: onnx.ModelProto, intra_op_threads: int = 0) -> tup
         conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
                                onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
                                onnx.helper.make_attribute("pool_pads", pads)])
-        if intra_op_threads:
-            conv.attribute.append(onnx.helper.make_attribute("intra_op_threads", int(intra_op_threads)))
         inner = conv.output[0]
         conv.output[0] = pool.output[0]
         return {j}, {inner}
 
     return _apply_fusions(model, pairs, fuse)
+
+
+THREAD_HINTED_OPS = ("QConv", "QConvMaxPool", "QConvAddQRelu", "QConvAddDecodeQRelu")
+
+
+def with_intra_op_threads(model: onnx.ModelProto, intra_op_threads: int) -> tuple[onnx.ModelProto, int]:
+    """A copy where every convolution kernel of ours (``THREAD_HINTED_OPS``) carries ``intra_op_threads``, the
+    session's intra-op thread count, which only picks how the kernel splits its work (0: unknown, nothing written).
+    Returns (model, nodes changed)."""
+    if not intra_op_threads:
+        return model, 0
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    changed = 0
+    for node in copy.graph.node:
+        if node.domain == DOMAIN and node.op_type in THREAD_HINTED_OPS:
+            kept = [a for a in node.attribute if a.name != "intra_op_threads"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [onnx.helper.make_attribute("intra_op_threads", int(intra_op_threads))])
+            changed += 1
+    return (copy, changed) if changed else (model, 0)
 
 
 def with_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -375,13 +393,15 @@ def _model_arg(path_or_model: Any, rewrite: bool, intra_op_threads: int = 0) -> 
     if rewrite:
         fused = 0
         if not os.environ.get(ENV_NO_FUSION):
-            model, fused = with_qconv_maxpool(model, intra_op_threads)
+            model, fused = with_qconv_maxpool(model)
             model, added = with_add_qrelu(model)
             fused += added
             model, added = with_qconv_add_qrelu(model)
             fused += added
         model, changed = with_level_maxpool(model)
         changed += fused
+        model, hinted = with_intra_op_threads(model, intra_op_threads)
+        changed += hinted
         if not changed and not isinstance(path_or_model, onnx.ModelProto):
             return path_or_model if isinstance(path_or_model, (bytes, bytearray)) else os.fspath(path_or_model)
     return model.SerializeToString()

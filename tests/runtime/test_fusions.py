@@ -154,12 +154,14 @@ def test_qconv_maxpool_thread_hint():
     mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])
     x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(case["x"].dtype), list(case["x"].shape))
     model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
-    hint = {a.name: a.i for a in runtime.with_qconv_maxpool(model, 3)[0].graph.node[0].attribute}
-    assert hint.get("intra_op_threads") == 3
-    assert "intra_op_threads" not in {a.name for a in runtime.with_qconv_maxpool(model)[0].graph.node[0].attribute}
-    bad = runtime.with_qconv_maxpool(model, 1)[0]
+    fused = runtime.with_qconv_maxpool(model)[0]
+    hinted, changed = runtime.with_intra_op_threads(fused, 3)
+    assert changed == 1 and {a.name: a.i for a in hinted.graph.node[0].attribute}.get("intra_op_threads") == 3
+    assert runtime.with_intra_op_threads(fused, 0) == (fused, 0)
+    assert "intra_op_threads" not in {a.name for a in fused.graph.node[0].attribute}   # the input is not modified
+    bad = runtime.with_intra_op_threads(fused, 1)[0]
     next(a for a in bad.graph.node[0].attribute if a.name == "intra_op_threads").i = -2
-    with pytest.raises(Exception, match="intra_op_threads must be"):
+    with pytest.raises(Exception, match="intra_op_threads must be within"):
         _run(bad, {"X": case["x"]}, "baseline", 1, rewrite=False)
 
 

@@ -96,7 +96,6 @@ struct Geometry {
 // ceil_mode 0, explicit pads smaller than the kernel, so no window is ever empty).
 struct PoolAttrs {
   bool on = false;
-  bool one_thread = false;   // attribute intra_op_threads = 1
   int64_t kh = 1, kw = 1, sh = 1, sw = 1;
   int64_t pads[4] = {0, 0, 0, 0};
 };
@@ -255,7 +254,6 @@ QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool p
   // per-plane pool at a small batch, whose bands would only add halo rows and partial panels
   if (get_int_attr(info, "intra_op_threads", &threads_) && (threads_ < 0 || threads_ > (int64_t(1) << 16)))
     fail(where_, "intra_op_threads must be within 0..65536, got " + std::to_string(threads_));
-  pool_.one_thread = threads_ == 1;
   LayerOperands ops;
   if (constant_operands(info, where_, &ops)) constant_ = pack(ops);
 }
@@ -516,16 +514,23 @@ int64_t QConvKernel::gemm_chunk_images(const ConvWeights& cw, const Geometry& g)
 
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            void* y, bool raw, const ResidualJoin* res) const {
+  const int64_t y_image = m_ * g.oh * g.ow, y_bytes = res != nullptr || (cw.layer->fused() && !raw) ? 1 : 4;
+  // images [n0, n0 + cn) of the call: run(input view, geometry, output, residual operands) on them
+  auto images = [&](int64_t n0, int64_t cn, auto&& run) {
+    const auto [xs, gc] = image_chunk(x, g, n0, cn);
+    ResidualJoin rc;
+    if (res != nullptr) {
+      rc = *res;
+      if (rc.b != nullptr) rc.b += n0 * y_image;
+      if (rc.lv != nullptr) rc.lv += n0 * y_image;
+    }
+    run(xs, gc, static_cast<char*>(y) + n0 * y_image * y_bytes, res != nullptr ? &rc : nullptr);
+  };
+  // one image range per thread, each run in its task
   if (g.n > 1 && by_thread_images(ctx, g.n, [&](int64_t n0, int64_t cn) {
-        const auto [xs, gc] = image_chunk(x, g, n0, cn);
-        const int64_t y_image = m_ * g.oh * g.ow, y_bytes = res != nullptr || (cw.layer->fused() && !raw) ? 1 : 4;
-        ResidualJoin rc;
-        if (res != nullptr) {
-          rc = *res;
-          if (rc.b != nullptr) rc.b += n0 * y_image;
-          if (rc.lv != nullptr) rc.lv += n0 * y_image;
-        }
-        run_gemm(nullptr, cw, gc, xs, static_cast<char*>(y) + n0 * y_image * y_bytes, raw, res != nullptr ? &rc : nullptr);
+        images(n0, cn, [&](const InputView& xs, const Geometry& gc, void* yc, const ResidualJoin* rc) {
+          run_gemm(nullptr, cw, gc, xs, yc, raw, rc);
+        });
       }))
     return;
   const int64_t chunk = gemm_chunk_images(cw, g);
@@ -533,18 +538,10 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n);
     return;
   }
-  const int64_t y_image = m_ * g.oh * g.ow, y_bytes = res != nullptr || (cw.layer->fused() && !raw) ? 1 : 4;
-  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
-    const auto [xs, gc] = image_chunk(x, g, n0, std::min(chunk, g.n - n0));
-    ResidualJoin rc;
-    if (res != nullptr) {
-      rc = *res;
-      if (rc.b != nullptr) rc.b += n0 * y_image;
-      if (rc.lv != nullptr) rc.lv += n0 * y_image;
-    }
-    run_gemm_images(ctx, cw, gc, xs, static_cast<char*>(y) + n0 * y_image * y_bytes, raw,
-                    res != nullptr ? &rc : nullptr, g.n);
-  }
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk)
+    images(n0, std::min(chunk, g.n - n0), [&](const InputView& xs, const Geometry& gc, void* yc, const ResidualJoin* rc) {
+      run_gemm_images(ctx, cw, gc, xs, yc, raw, rc, g.n);
+    });
 }
 
 void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
@@ -862,7 +859,7 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   auto pooled_chunk = [&](int64_t n0, int64_t cn, OrtKernelContext* pctx) {
     const auto [xs, gc] = image_chunk(x, g, n0, cn);
     int32_t* raw = thread_scratch<int32_t>(6, static_cast<size_t>(cn * per_image));
-    if (pctx != nullptr && !pool_.one_thread && cw.filters.empty() && group_ == 1 && pool_.kh <= pool_.sh &&
+    if (pctx != nullptr && threads_ != 1 && cw.filters.empty() && group_ == 1 && pool_.kh <= pool_.sh &&
         gemm_chunk_images(cw, gc) >= cn) {
       // A small batch with more than one thread: one task per band of pooled rows of an image builds the image
       // rows its conv rows read, convolves them (every channel), then pools and quantizes them, all in one thread,

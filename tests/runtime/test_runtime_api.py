@@ -161,6 +161,19 @@ def test_bench_command_prints_the_table_and_json(tmp_path):
     assert "(q1-q3)" in result.output
 
 
+def test_thread_scaling_notes_flag_a_machine_that_gave_fp32_little():
+    """A multi-thread cell whose FP32 barely beat its own 1-thread time is flagged (this machine's slow phase);
+    normal scaling, and cells without a 1-thread partner, are not."""
+    from wqcompile.bench import BenchRow, fp32_thread_speedups, thread_scaling_notes
+
+    rows = [BenchRow(1, 1, 0.05, 0.045, None), BenchRow(1, 32, 1.2, 1.1, None),
+            BenchRow(2, 1, 0.045, 0.06, None), BenchRow(2, 32, 0.6, 0.5, None), BenchRow(2, 8, 0.3, 0.2, None)]
+    assert fp32_thread_speedups(rows) == pytest.approx({(2, 1): 0.05 / 0.045, (2, 32): 2.0})
+    notes = thread_scaling_notes(rows)
+    assert len(notes) == 1 and "2 threads, batch 1," in notes[0] and "1.11x" in notes[0]
+    assert thread_scaling_notes([BenchRow(1, 1, 0.05, 0.04, None), BenchRow(2, 1, 0.03, 0.03, None)]) == []
+
+
 def test_ratio_quartiles_pair_the_rounds():
     """The spread is of per-round ratios: a drift that hits both runs of a round alike cancels."""
     from wqcompile.bench import ratio_quartiles

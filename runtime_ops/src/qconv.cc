@@ -839,10 +839,14 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   if (by_chunk) chunk = std::min(chunk, g.n / kBatchTasks);
   // pooled rows [r0, r1) of one (image, channel) plane of raw accumulators, as int32 into pooled_acc (rowmax:
   // the pool's row scratch, thread_scratch slot 5 of the calling thread)
+  // the conv rows [c0, c1) that pooled rows [r0, r1) read (every window meets a conv row: the pads are below the
+  // kernel)
+  auto conv_rows = [&](int64_t r0, int64_t r1) {
+    return std::make_pair(std::max<int64_t>(0, r0 * pool_.sh - pool_.pads[0]),
+                          std::min(g.oh, (r1 - 1) * pool_.sh - pool_.pads[0] + pool_.kh));
+  };
   auto pool_rows = [&](const int32_t* plane_acc, int64_t r0, int64_t r1, int32_t* pooled_acc, int32_t* rowmax) {
-    // the conv rows [c0, c1) those pooled rows read (every window meets a conv row: the pads are below the kernel)
-    const int64_t c0 = std::max<int64_t>(0, r0 * pool_.sh - pool_.pads[0]);
-    const int64_t c1 = std::min(g.oh, (r1 - 1) * pool_.sh - pool_.pads[0] + pool_.kh);
+    const auto [c0, c1] = conv_rows(r0, r1);
     PoolPlaneI32 p{};
     p.x = plane_acc + c0 * g.ow;
     p.h = c1 - c0, p.w = g.ow, p.oh = r1 - r0, p.ow = pw;
@@ -855,6 +859,27 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   const size_t rowmax_size = static_cast<size_t>(g.ow + 2 * pool_.kw + 96);
   // one quantizer for every channel (QConvMaxPool always has levels out; no row scales, checked above)
   const bool one_table = L.thresholds.size() == 1;
+  // pooled accumulators of `planes` consecutive (image, channel) planes from plane i0, `len` values each, into their
+  // levels at out, planes out_stride bytes apart: one quantizer call over all of them when every channel has the
+  // same quantizer (a call per plane and band cost ~2 µs of MNIST's 49 at one thread; through a scratch copy when
+  // the outputs are not contiguous), else a call per plane (bias is already in the accumulators)
+  auto quantize_planes = [&](const int32_t* acc, int64_t i0, int64_t planes, int64_t len, uint8_t* out,
+                             int64_t out_stride) {
+    if (!one_table) {
+      for (int64_t i = 0; i < planes; ++i)
+        edge_segment(*isa_, L, (i0 + i) % m_, acc + i * len, 0, out + i * out_stride, len);
+      return;
+    }
+    const size_t count = static_cast<size_t>(planes * len);
+    if (out_stride == len) {
+      isa_->edge_levels(acc, out, count, 0, L.thresholds[0].get());
+      return;
+    }
+    uint8_t* const lv = thread_scratch<uint8_t>(7, count);
+    isa_->edge_levels(acc, lv, count, 0, L.thresholds[0].get());
+    for (int64_t i = 0; i < planes; ++i)
+      std::memcpy(out + i * out_stride, lv + i * len, static_cast<size_t>(len));
+  };
   // images n0 .. n0 + cn - 1; pctx: the pool for the steps inside the chunk (nullptr: this thread)
   auto pooled_chunk = [&](int64_t n0, int64_t cn, OrtKernelContext* pctx) {
     const auto [xs, gc] = image_chunk(x, g, n0, cn);
@@ -875,38 +900,25 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
       // MNIST's conv1 gets 2 equal bands of 8 1/6 panels each).
       constexpr int64_t kBandPanels = 8;
       const int64_t band_cols = kBandPanels * isa_->nr, row_cols = pool_.sh * g.ow;
-      const int64_t per_image = std::min(ph, std::max<int64_t>(2, ph * row_cols / std::max<int64_t>(1, band_cols)));
+      const int64_t bands_per_image =
+          std::min(ph, std::max<int64_t>(2, ph * row_cols / std::max<int64_t>(1, band_cols)));
       std::vector<std::array<int64_t, 3>> rows;   // image, pooled rows [r0, r1) of each band
       ColumnBands bands;
       for (int64_t n = 0; n < cn; ++n)
-        for (int64_t b = 0; b < per_image; ++b) {
-          const int64_t r0 = ph * b / per_image, r1 = ph * (b + 1) / per_image;
-          const int64_t c0 = std::max<int64_t>(0, r0 * pool_.sh - pool_.pads[0]);
-          const int64_t c1 = std::min(g.oh, (r1 - 1) * pool_.sh - pool_.pads[0] + pool_.kh);
+        for (int64_t b = 0; b < bands_per_image; ++b) {
+          const int64_t r0 = ph * b / bands_per_image, r1 = ph * (b + 1) / bands_per_image;
+          const auto [c0, c1] = conv_rows(r0, r1);
           rows.push_back({n, r0, r1});
           bands.cols.emplace_back(n * plane + c0 * g.ow, n * plane + c1 * g.ow);
         }
       bands.done = [&](size_t t) {
         const auto [n, r0, r1] = rows[t];
-        uint8_t* const out = y + (n0 + n) * m_ * pooled;
-        // every channel's pooled rows, then one quantizer call over all of them when every channel has the same
-        // quantizer (a call per channel and band cost ~2 µs of MNIST's 49 at one thread): straight into the output
-        // when the band is the whole plane
+        // every channel's pooled rows of the band, then their levels
         const int64_t len = (r1 - r0) * pw;
         int32_t* const acc = thread_scratch<int32_t>(4, static_cast<size_t>(m_ * len));
         int32_t* const rowmax = thread_scratch<int32_t>(5, rowmax_size);
         for (int64_t o = 0; o < m_; ++o) pool_rows(raw + (n * m_ + o) * plane, r0, r1, acc + o * len, rowmax);
-        if (!one_table) {
-          for (int64_t o = 0; o < m_; ++o) edge_segment(*isa_, L, o, acc + o * len, 0, out + o * pooled + r0 * pw, len);
-          return;
-        }
-        if (len == pooled) {
-          isa_->edge_levels(acc, out, static_cast<size_t>(m_ * len), 0, L.thresholds[0].get());
-          return;
-        }
-        uint8_t* const lv = thread_scratch<uint8_t>(7, static_cast<size_t>(m_ * len));
-        isa_->edge_levels(acc, lv, static_cast<size_t>(m_ * len), 0, L.thresholds[0].get());
-        for (int64_t o = 0; o < m_; ++o) std::memcpy(out + o * pooled + r0 * pw, lv + o * len, static_cast<size_t>(len));
+        quantize_planes(acc, n * m_, m_, len, y + (n0 + n) * m_ * pooled + r0 * pw, pooled);
       };
       run_gemm_images(pctx, cw, gc, xs, raw, true, nullptr, cn, &bands);
       return;
@@ -920,14 +932,7 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
       int32_t* const acc = thread_scratch<int32_t>(4, static_cast<size_t>((p1 - p0) * pooled));
       int32_t* const rowmax = thread_scratch<int32_t>(5, rowmax_size);
       for (int64_t i = p0; i < p1; ++i) pool_rows(raw + i * plane, 0, ph, acc + (i - p0) * pooled, rowmax);
-      // the planes' outputs are contiguous: one quantizer call when every channel has the same quantizer
-      if (one_table) {
-        isa_->edge_levels(acc, y + (n0 * m_ + p0) * pooled, static_cast<size_t>((p1 - p0) * pooled), 0,
-                          L.thresholds[0].get());
-        return;
-      }
-      for (int64_t i = p0; i < p1; ++i)   // bias is already in the accumulators
-        edge_segment(*isa_, L, i % m_, acc + (i - p0) * pooled, 0, y + (n0 * m_ + i) * pooled, pooled);
+      quantize_planes(acc, p0, p1 - p0, pooled, y + (n0 * m_ + p0) * pooled, pooled);
     });
   };
   const int64_t chunks = (g.n + chunk - 1) / chunk;
@@ -938,7 +943,10 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   if (!by_chunk)
     for (int64_t t = 0; t < chunks; ++t) pooled_chunk(t * chunk, std::min(chunk, g.n - t * chunk), ctx);
   else if (!by_thread_images(ctx, g.n, chunks_of))
-    parallel_for(ctx, static_cast<size_t>(chunks), [&](size_t t) { chunks_of(static_cast<int64_t>(t) * chunk, std::min(chunk, g.n - static_cast<int64_t>(t) * chunk)); });
+    parallel_for(ctx, static_cast<size_t>(chunks), [&](size_t t) {
+      const int64_t a = static_cast<int64_t>(t) * chunk;
+      chunks_of(a, std::min(chunk, g.n - a));
+    });
 }
 
 // QConvAddQRelu / QConvAddDecodeQRelu: QRelu(QConv(..) + B) with the QConv's float edge (see the top of the file).

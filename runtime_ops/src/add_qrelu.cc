@@ -28,7 +28,7 @@ std::shared_ptr<const FloatThresholds> prepare_qrelu_thresholds(const InputView&
   auto out = std::make_shared<FloatThresholds>();
   build_float_thresholds(v, static_cast<int>(t.numel), out.get());
   const std::string refusal = threshold_index_refusal(out->count, out->packed_ok, out->packed_bits, out->octave_ok,
-                                                         out->runs.count);
+                                                         out->runs.count, out->runs.lines);
   if (!refusal.empty()) fail(where, refusal);
   return out;
 }

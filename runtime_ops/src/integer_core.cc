@@ -213,7 +213,7 @@ std::shared_ptr<PreparedLayer> prepare_layer(const std::string& where, const Lay
       build_threshold_table(row, n, table.get());
       const std::string refusal =
           threshold_index_refusal(table->count, table->packed_ok, table->packed_bits, table->octave_ok,
-                                  table->runs.count);
+                                  table->runs.count, table->runs.lines);
       if (!refusal.empty()) fail(where, refusal);
       L->thresholds.push_back(std::move(table));
     }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
@@ -415,6 +416,53 @@ RunFit longest_run(const int64_t* v, int j, int end, int q) {
   return best;
 }
 
+// ThresholdRuns' lines form over integer runs already found (see there): kept only when it matches the count at
+// every grid point up to the last threshold and the quotient is exact at every multiple of g and one below it.
+void build_threshold_lines(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out) {
+  out->lines = 0;
+  if (out->count > kMaxLines || end - begin < 2) return;
+  for (int k = 0; k < out->count; ++k)
+    if (out->shift[k] != 0) return;
+  const int64_t base = v[begin];
+  int64_t g = 0;
+  for (int j = begin + 1; j < end; ++j) g = std::gcd(g, v[j] - base);
+  const int64_t top_n = g > 0 ? (v[end - 1] - base) / g : 0;
+  if (g <= 0 || top_n >= (int64_t(1) << 20)) return;
+  const int z = __builtin_ctzll(static_cast<uint64_t>(g));
+  const int64_t g_odd = g >> z;
+  if (top_n * g_odd >= (int64_t(1) << 24)) return;   // d >> z must be exact in float
+  ThresholdRuns r = *out;
+  for (int k = 0; k < r.count; ++k) {
+    const int64_t p = r.step[k] / g, n_k = (r.start[k] - base) / g;
+    if (p * g != r.step[k] || (p & (p - 1)) != 0) return;   // a spacing that is not g·2^s
+    const int s = __builtin_ctzll(static_cast<uint64_t>(p));
+    r.line_add[k] = static_cast<int32_t>(r.first[k] * p - n_k);
+    r.line_shift[k] = s;
+  }
+  r.lines = r.count;
+  r.line_cap = static_cast<int32_t>(top_n * g);
+  r.line_rshift = z;
+  r.line_mul = static_cast<float>(1.0 / static_cast<double>(g_odd));
+  r.line_add_q = static_cast<float>(0.5 / static_cast<double>(g_odd));
+  // the quotient: trunc(fma(x, mul, add)) is non-decreasing in x, so right at q·g' and q·g' - 1 for every q means
+  // right everywhere in between
+  auto quotient = [&](int64_t x) {
+    return static_cast<int64_t>(std::fmaf(static_cast<float>(x), r.line_mul, r.line_add_q));
+  };
+  for (int64_t q = 0; q <= top_n; ++q)
+    if (quotient(q * g_odd) != q || (q > 0 && quotient(q * g_odd - 1) != q - 1)) return;
+  // the lines' minimum against the count at every grid point u ≤ top_n (the vector paths cap u there; the last
+  // line reaches the top level at top_n, so no cap on the level is needed)
+  int j = begin;
+  for (int64_t u = 0; u <= top_n; ++u) {
+    while (j < end && v[j] - base <= u * g) ++j;
+    int64_t level = std::numeric_limits<int64_t>::max();
+    for (int k = 0; k < r.lines; ++k) level = std::min<int64_t>(level, (u + r.line_add[k]) >> r.line_shift[k]);
+    if (level != first_level - 1 + (j - begin)) return;
+  }
+  *out = r;
+}
+
 }  // namespace
 
 bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out, int max_shift) {
@@ -470,15 +518,22 @@ bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level,
   }
   out->count = k;
   out->exact = exact;
+  out->lines = 0;
+  if (!fractional) build_threshold_lines(v, begin, end, first_level, out);
   return true;
 }
 
-std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs) {
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs, int lines) {
   const char* want = std::getenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX");
   if (want == nullptr || want[0] == '\0' || want[0] == '0' || count <= 15) return "";
   const std::string w(want);
-  if (w == "octave" ? octave_ok : w == "arithmetic" ? runs > 0 : (packed_ok || octave_ok || runs > 0)) return "";
-  const std::string got = runs > 0  ? "the arithmetic index (" + std::to_string(runs) + " runs)"
+  if (w == "octave"       ? octave_ok
+      : w == "arithmetic" ? runs > 0
+      : w == "lines"      ? lines > 0
+                          : (packed_ok || octave_ok || runs > 0))
+    return "";
+  const std::string got = lines > 0 ? "the arithmetic index in lines (" + std::to_string(lines) + " lines)"
+                          : runs > 0  ? "the arithmetic index (" + std::to_string(runs) + " runs)"
                           : octave_ok ? "the octave index"
                           : packed_ok ? "the packed index at P = " + std::to_string(packed_bits)
                                       : "no O(1) index (bucket / binary search)";

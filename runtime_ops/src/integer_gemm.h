@@ -45,11 +45,29 @@ namespace wq {
 //   no index): one float multiply by inv[k] ≈ 1/step[k] (off by at most one), corrected with the integer remainder.
 // Valid when start[0] ≥ -2^30 (so v - start fits int32 for |v| < 2^30) and cap[k]·2^shift[k] + frac[k] + step[k]
 // < 2^31.
+//
+// The lines form (lines > 0, AVX-512 only; the scalar and AVX2 paths keep the runs above). When every run is an
+// integer run, all of t[1..reach) lie on one grid t[j] = start[0] + n_j·g (g the gcd of their offsets) and every
+// run's spacing is g·2^s_k, the level is a function of u = floor((v - start[0]) / g) alone, and on run k
+//   level = first[k] + floor((u - n_{j_k}) / 2^s_k) = (u + line_add[k]) >> line_shift[k],  line_add[k] = first[k]·2^s_k - n_{j_k}.
+// When the spacings grow (the segmented quantizer's), this count is concave in u, so it is the minimum of the runs'
+// lines, capped at the top level: one quotient (the exact one-FMA form on (v - start[0]) >> line_rshift, capped at
+// line_cap) with no per-lane run choice and no register permute, then an add, an arithmetic shift and a min per
+// line (u is capped at the last threshold's grid index, where the last line reaches the top level). build_threshold_runs keeps it only after checking it against the count for every u up to the last
+// threshold (and the quotient at every multiple of g and one below it: the truncated FMA is monotone in its input,
+// so those points prove every other), so concavity is checked, not assumed.
 constexpr int kMaxRuns = 8;
+constexpr int kMaxLines = 4;
 constexpr int kMaxRunShift = 6;   // the compiler's dyadic steps have 6 significant bits: spacing ≥ 1 needs ≤ 2^-5
 struct ThresholdRuns {
   int count = 0;                 // runs; 0: no index
   bool exact = false;            // the one-FMA quotient (mul, add) is exact for every run
+  int lines = 0;                 // the lines form (see above): its line count, 0 when it does not hold
+  int32_t line_cap = 0;          // cap of v - start[0]: the last threshold's offset (u past it is the top level)
+  int32_t line_rshift = 0;       // g = g'·2^line_rshift, g' odd: u = trunc(fma(d >> line_rshift, line_mul, line_add_q))
+  float line_mul = 0.0f, line_add_q = 0.0f;
+  int32_t line_add[kMaxLines] = {};
+  int32_t line_shift[kMaxLines] = {};
   alignas(64) int32_t start[16];
   alignas(64) int32_t step[16];
   alignas(64) int32_t cap[16];
@@ -198,12 +216,14 @@ struct FloatThresholds {
 void build_threshold_table(const int32_t* t, int count, ThresholdTable* out);
 void build_float_thresholds(const float* t, int count, FloatThresholds* out);
 
-// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave (or =arithmetic) makes a table
-// of more than 15 thresholds without the octave-class (arithmetic) index an error, any other value not starting
-// with '0' one without any of the packed, octave or arithmetic indexes (i.e. left to the bucket / binary search).
+// A test switch, read when a table is built: WQCOMPILE_REQUIRE_THRESHOLD_INDEX=octave (=arithmetic, =lines) makes a
+// table of more than 15 thresholds without the octave-class index (the arithmetic index, its lines form) an error,
+// any other value not starting with '0' one without any of the packed, octave or arithmetic indexes (i.e. left to
+// the bucket / binary search).
 // Returns the complaint (naming the index the table got) or "" (the callers fail() with it, so tests prove which
 // index a set gets).
-std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs = 0);
+std::string threshold_index_refusal(int count, bool packed_ok, int packed_bits, bool octave_ok, int runs = 0,
+                                   int lines = 0);
 
 // One output plane of a depthwise convolution (one input channel, one filter), accumulators only.
 // The caller passes the input already zero-padded (pad_top = pad_left = 0) with at least 256 readable int16 past the

@@ -337,17 +337,44 @@ __attribute__((always_inline)) inline __m512i count_levels_packed(__m512i v, con
 struct RunRegs {
   __m512i start, step, cap, first, rshift, t0, t1, s1, s2;
   __m512 inv, mul, add;
-  int n = 0;
+  // the lines form (ThresholdRuns::lines): broadcast constants, the shift counts in the low qword
+  __m512i l_base, l_cap, l_add[kMaxLines];
+  __m128i l_rshift, l_shift[kMaxLines];
+  __m512 l_mul, l_add_q;
+  int n = 0, lines = 0;
   bool exact = false;
   RunRegs() = default;   // unused (no runs)
   RunRegs(const ThresholdRuns& r, int32_t t0v, int32_t t1v)
       : start(_mm512_load_si512(r.start)), step(_mm512_load_si512(r.step)), cap(_mm512_load_si512(r.cap)),
         first(_mm512_load_si512(r.first)), rshift(_mm512_load_si512(r.rshift)), t0(_mm512_set1_epi32(t0v)),
         t1(_mm512_set1_epi32(t1v)), s1(_mm512_set1_epi32(r.start[1])), s2(_mm512_set1_epi32(r.start[2])),
-        inv(_mm512_load_ps(r.inv)), mul(_mm512_load_ps(r.mul)), add(_mm512_load_ps(r.add)), n(r.count),
-        exact(r.exact) {}
+        inv(_mm512_load_ps(r.inv)), mul(_mm512_load_ps(r.mul)), add(_mm512_load_ps(r.add)),
+        l_base(_mm512_set1_epi32(r.start[0])), l_cap(_mm512_set1_epi32(r.line_cap)),
+        l_rshift(_mm_cvtsi32_si128(r.line_rshift)),
+        l_mul(_mm512_set1_ps(r.line_mul)), l_add_q(_mm512_set1_ps(r.line_add_q)), n(r.count), lines(r.lines),
+        exact(r.exact) {
+    for (int k = 0; k < kMaxLines; ++k) {
+      l_add[k] = _mm512_set1_epi32(r.line_add[k]);
+      l_shift[k] = _mm_cvtsi32_si128(r.line_shift[k]);
+    }
+  }
   explicit RunRegs(const ThresholdTable* t) : RunRegs(t->runs, t->padded[0], t->padded[1]) {}
 };
+
+// The lines form's level of v ≥ start[0] (ThresholdRuns::lines; L lines): u = floor(min(v - start[0], cap) / g)
+// by the exact one-FMA quotient (lanes below start[0] wrap to a large unsigned value, capped: the callers mask
+// them off), then the minimum of the lines (u + add_k) >> shift_k. Measured on MobileNetV2's (8, 8) segmented
+// tables (three runs): see docs/decisions.md, "The segmented quantizer's lines".
+template <int L>
+__attribute__((always_inline)) inline __m512i lines_level(__m512i v, const RunRegs& R) {
+  const __m512i d = _mm512_min_epu32(_mm512_sub_epi32(v, R.l_base), R.l_cap);
+  const __m512 x = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srl_epi32(d, R.l_rshift)), R.l_mul, R.l_add_q);
+  const __m512i u = _mm512_cvttps_epi32(x);
+  __m512i level = _mm512_sra_epi32(_mm512_add_epi32(u, R.l_add[0]), R.l_shift[0]);
+#pragma GCC unroll 4
+  for (int k = 1; k < L; ++k) level = _mm512_min_epi32(level, _mm512_sra_epi32(_mm512_add_epi32(u, R.l_add[k]), R.l_shift[k]));
+  return level;
+}
 
 // level of v ≥ start[0] (lanes below it produce a value the callers mask off). N: the number of runs when 1..3
 // (the run from N - 1 compares with registers; with one run the permutes fold to constants), 0 for any number (a
@@ -357,6 +384,7 @@ struct RunRegs {
 // quotient (ThresholdRuns::exact; the only form for dyadic runs).
 template <int N, bool Exact>
 __attribute__((always_inline)) inline __m512i runs_level(__m512i v, const RunRegs& R) {
+  if constexpr (N < 0) return lines_level<-N>(v, R);
   const __m512i one = _mm512_set1_epi32(1);
   __m512i k = _mm512_setzero_si512();
   if constexpr (N == 2 || N == 3) k = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(v, R.s1), one);
@@ -384,9 +412,16 @@ __attribute__((always_inline)) inline __m512i count_levels_runs(__m512i v, const
 }
 
 // f(std::integral_constant<int, N>, std::bool_constant<Exact>) with N = the run count when 1..3, else 0 (the
-// generic search), and Exact = ThresholdRuns::exact
+// generic search), and Exact = ThresholdRuns::exact; N = -L for the lines form of L lines
 template <class F>
 __attribute__((always_inline)) inline void with_runs(const RunRegs& R, F f) {
+  switch (R.lines) {
+    case 1: return f(std::integral_constant<int, -1>{}, std::true_type{});
+    case 2: return f(std::integral_constant<int, -2>{}, std::true_type{});
+    case 3: return f(std::integral_constant<int, -3>{}, std::true_type{});
+    case 4: return f(std::integral_constant<int, -4>{}, std::true_type{});
+    default: break;
+  }
   auto count = [&](auto exact) {
     switch (R.n) {
       case 1: f(std::integral_constant<int, 1>{}, exact); break;

@@ -46,7 +46,7 @@ class QReluKernel : public Kernel {
     auto out = std::make_shared<FloatThresholds>();
     build_float_thresholds(v, static_cast<int>(t.numel), out.get());
     const std::string refusal = threshold_index_refusal(out->count, out->packed_ok, out->packed_bits, out->octave_ok,
-                                                         out->runs.count);
+                                                         out->runs.count, out->runs.lines);
     if (!refusal.empty()) fail(where_, refusal);
     return out;
   }

@@ -126,10 +126,10 @@ def _probes(rng, t):
     return np.concatenate([u, u - 1, u + 1, mid, spread, [-LIMIT + 1, LIMIT - 1, 0, -1, 1]])
 
 
-def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
-    """A single-output QGemm with thresholds ``t``: runs under REQUIRE=arithmetic iff ``want_uniform``."""
+def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool, require: str = "arithmetic"):
+    """A single-output QGemm with thresholds ``t``: runs under REQUIRE=``require`` iff ``want_uniform``."""
     n = 1
-    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "arithmetic")
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", require)
     attrs = dict(w_bits=1, w_shift=[0], x_shift=0, x_max=32767, w_shape=[n, 1])
     x = np.zeros((1, 1), dtype=np.float32)
     model = model_of("QGemm", [("X", x), ("W", pack_naive(np.zeros(n, dtype=np.int64), 1)),
@@ -139,7 +139,7 @@ def _check_refusal(t: np.ndarray, monkeypatch, isa: str, want_uniform: bool):
     if want_uniform:
         run_ort(model, {"X": x}, isa)
     else:
-        with pytest.raises(Exception, match="REQUIRE_THRESHOLD_INDEX=arithmetic"):
+        with pytest.raises(Exception, match=f"REQUIRE_THRESHOLD_INDEX={require}"):
             run_ort(model, {"X": x}, isa)
 
 
@@ -206,6 +206,65 @@ def test_which_sets_get_the_arithmetic_index(isa, monkeypatch):
     rng = np.random.default_rng(0)
     ragged = 1000 + np.cumsum(rng.integers(20, 60, 255))              # no structure: far more than 8 runs
     _check_refusal(ragged, monkeypatch, isa, False)
+
+
+# ---------------------------------------------------------------- the lines form (ThresholdRuns::lines)
+
+def _segmented_row(rng, count: int, grow: bool = True) -> np.ndarray:
+    """The segmented quantizer's integer thresholds: midpoints of level values spaced S_k in segment k (so one
+    spacing of (S_k + S_{k+1}) / 2 between segments), S_0 = 2g, S_k = S_{k-1}·2 or ·4 (halved when not ``grow``),
+    g a small odd number times a power of two; 1..4 segments, the strict first threshold one above the grid,
+    sometimes a 2^30 tail."""
+    g = int(rng.choice([1, 3, 31, 125])) * 2 ** int(rng.integers(0, 12))
+    runs = int(rng.integers(1, 5)) if grow else int(rng.integers(2, 5))
+    cuts = np.arange(8, count - 7, 8)   # segments of at least 8 levels (the compiler's have 30 or more)
+    cuts = sorted(rng.choice(cuts, size=min(runs - 1, cuts.size), replace=False))
+    spacing = 2 * g * (1 if grow else 2 ** (2 * runs))
+    values, v = [], int(rng.integers(0, 4)) * g
+    for end in list(cuts) + [count + 1]:
+        while len(values) < end:
+            values.append(v)
+            v += spacing
+        v -= spacing
+        spacing = spacing * int(rng.choice([2, 4])) if grow else spacing // 2
+        v += spacing
+    values = np.array(values[:count + 1], dtype=np.int64)
+    t = (values[:-1] + values[1:]) // 2
+    t[0] = t[1] - (values[2] - values[1]) + 1
+    if rng.random() < 0.25:
+        t[int(rng.integers(count // 2, count)):] = LIMIT
+    return np.clip(t, -LIMIT, LIMIT)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("op", ["QGemm", "QConv", "depthwise"])
+def test_segmented_sets_count_in_lines(isa, seed, op, monkeypatch):
+    """Growing spacings on one grid get the lines form (an error otherwise), and it counts exactly: thresholds, one
+    below and one above each, midpoints and far values, as the arithmetic tests above."""
+    monkeypatch.setenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX", "lines")
+    rng = np.random.default_rng(8800 + seed)
+    count = int(rng.choice([16, 64, 255, 255]))
+    rows = np.array([_segmented_row(rng, count) for _ in range(3)], dtype=np.int64)
+    bias, row_of = probe_biases(rng, rows, _probes)
+    check_levels(rng, rows[row_of].astype(np.int32), bias, op, isa, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_which_sets_get_the_lines_form(isa, monkeypatch):
+    """Lines need the runs' spacings to grow on one grid by powers of two: a set whose spacings shrink (not
+    concave), or whose second spacing is 3/2 of the first, keeps the plain arithmetic index (and counts exactly)."""
+    rng = np.random.default_rng(91)
+    _check_refusal(_segmented_row(rng, 255), monkeypatch, isa, True, "lines")
+    shrink = _segmented_row(rng, 255, grow=False)
+    three_halves = np.concatenate([1000 + 64 * np.arange(128), 1000 + 64 * 128 + 96 * np.arange(127)]).astype(np.int64)
+    for bad in (shrink, three_halves):
+        _check_refusal(bad, monkeypatch, isa, False, "lines")
+        _check_refusal(bad, monkeypatch, isa, True)   # still the arithmetic index
+        monkeypatch.delenv("WQCOMPILE_REQUIRE_THRESHOLD_INDEX")
+        bias, row_of = probe_biases(rng, bad[None, :], _probes)
+        for op in ("QGemm", "depthwise"):
+            check_levels(rng, bad[None, :][row_of].astype(np.int32), bias, op, isa, threads=1)
 
 
 # ---------------------------------------------------------------- float thresholds (QRelu, AddQRelu, joins)

@@ -52,6 +52,37 @@ enum class Dot { kS16Pairs, kU8S8Quads };
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
+// Narrowing stores. Never vpmovdb / vpmovdw / vpmovwb to memory: on Zen 4 their store forms measured several times
+// slower than the register forms (the masked vpmovdb store was 38 % of a three-run tile edge; docs/decisions.md,
+// "Narrowing stores"), and GCC folds _mm_storeu(.., _mm512_cvtepi32_epi8(x)) into exactly that store. Saturating
+// packs, one permute into order and one (masked) store instead.
+
+// The levels (0..255) of up to four vectors of 16 to out: lanes of l_i where m_i is set, at out + 16 i
+__attribute__((always_inline)) inline void store_levels4(uint8_t* out, __m512i l0, __m512i l1, __m512i l2, __m512i l3,
+                                                         __mmask16 m0, __mmask16 m1, __mmask16 m2, __mmask16 m3) {
+  // 128-bit lane k of the packs holds lanes 4k..4k+3 of l0, l1, l2, l3: one dword permute puts them in order
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(l0, l1), _mm512_packs_epi32(l2, l3));
+  const __mmask64 m = static_cast<__mmask64>(m0) | static_cast<__mmask64>(m1) << 16 |
+                      static_cast<__mmask64>(m2) << 32 | static_cast<__mmask64>(m3) << 48;
+  _mm512_mask_storeu_epi8(out, m, _mm512_permutexvar_epi32(order, b));
+}
+__attribute__((always_inline)) inline void store_levels(uint8_t* out, __mmask16 m, __m512i l) {
+  store_levels4(out, l, l, l, l, m, 0, 0, 0);
+}
+
+// 16 int32 lanes within int16 (lanes of m) to out as int16
+__attribute__((always_inline)) inline void store_words(int16_t* out, __mmask16 m, __m512i x) {
+  const __m512i q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packs_epi32(x, x));
+  _mm256_mask_storeu_epi16(out, m, _mm512_castsi512_si256(q));
+}
+
+// 32 uint16 lanes ≤ 255 (lanes of m) to out as bytes
+__attribute__((always_inline)) inline void store_word_bytes(uint8_t* out, __mmask32 m, __m512i x) {
+  const __m512i q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi16(x, x));
+  _mm256_mask_storeu_epi8(out, m, _mm512_castsi512_si256(q));
+}
+
 // Named accumulators (not an array): GCC keeps all 24 in zmm registers only this way. Rows r ≥ R and vectors
 // v ≥ NV are compiled out.
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e);
@@ -501,13 +532,12 @@ WQ_VBMI __attribute__((always_inline)) inline void edge_levels_octave_t(const in
   for (; i + 32 <= n; i += 32) {
     const __m512i l0 = count_levels_octave<Two>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), b), R);
     const __m512i l1 = count_levels_octave<Two>(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 16), b), R);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtepi32_epi8(l0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 16), _mm512_cvtepi32_epi8(l1));
+    store_levels4(y + i, l0, l1, l1, l1, 0xFFFF, 0xFFFF, 0, 0);
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_octave<Two>(v, R)));
+    store_levels(y + i, m, count_levels_octave<Two>(v, R));
   }
 }
 
@@ -524,9 +554,10 @@ WQ_VBMI __attribute__((always_inline)) inline void edge_row_octave_t(__m512i a0,
                                                                      const ThresholdTable* t, uint8_t* out) {
   const OctaveRegs R = octave_regs(t);
   const __m512i b = _mm512_set1_epi32(bias);
-  _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a0, b), R)));
-  if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a1, b), R)));
-  if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_octave<Two>(_mm512_add_epi32(a2, b), R)));
+  const __m512i l0 = count_levels_octave<Two>(_mm512_add_epi32(a0, b), R);
+  const __m512i l1 = NV > 1 ? count_levels_octave<Two>(_mm512_add_epi32(a1, b), R) : l0;
+  const __m512i l2 = NV > 2 ? count_levels_octave<Two>(_mm512_add_epi32(a2, b), R) : l0;
+  store_levels4(out, l0, l1, l2, l2, m0, NV > 1 ? m1 : 0, NV > 2 ? m2 : 0, 0);
 }
 
 template <int NV>
@@ -553,9 +584,10 @@ __attribute__((noinline)) void edge_row_runs(__m512i a0, __m512i a1, __m512i a2,
   with_runs(R, [&](auto n, auto exact) {
     constexpr int N = decltype(n)::value;
     constexpr bool F = decltype(exact)::value;
-    _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a0, b), R)));
-    if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a1, b), R)));
-    if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(_mm512_add_epi32(a2, b), R)));
+    const __m512i l0 = count_levels_runs<N, F>(_mm512_add_epi32(a0, b), R);
+    const __m512i l1 = NV > 1 ? count_levels_runs<N, F>(_mm512_add_epi32(a1, b), R) : l0;
+    const __m512i l2 = NV > 2 ? count_levels_runs<N, F>(_mm512_add_epi32(a2, b), R) : l0;
+    store_levels4(out, l0, l1, l2, l2, m0, NV > 1 ? m1 : 0, NV > 2 ? m2 : 0, 0);
   });
 }
 
@@ -617,9 +649,10 @@ __attribute__((noinline)) void edge_tile_runs(const int32_t* acc, int rows, __mm
         const __m512i x = _mm512_load_si512(a + 16 * i);
         return _mm512_add_epi32(e.row_scale != nullptr ? scale_row(x, e.row_scale[r]) : x, b);
       };
-      _mm_mask_storeu_epi8(out, m0, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(0), R)));
-      if constexpr (NV > 1) _mm_mask_storeu_epi8(out + 16, m1, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(1), R)));
-      if constexpr (NV > 2) _mm_mask_storeu_epi8(out + 32, m2, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v(2), R)));
+      const __m512i l0 = count_levels_runs<N, F>(v(0), R);
+      const __m512i l1 = NV > 1 ? count_levels_runs<N, F>(v(1), R) : l0;
+      const __m512i l2 = NV > 2 ? count_levels_runs<N, F>(v(2), R) : l0;
+      store_levels4(out, l0, l1, l2, l2, m0, NV > 1 ? m1 : 0, NV > 2 ? m2 : 0, 0);
     }
   });
 }
@@ -631,7 +664,7 @@ __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v
   } else if (e.tables != nullptr) {
     const ThresholdTable* t = e.tables[r];
     const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
-    _mm_mask_storeu_epi8(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, _mm512_cvtepi32_epi8(lv));
+    store_levels(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, lv);
   } else if (e.row_scale != nullptr) {
     _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m,
                           edge_float_scaled16(acc, e.row_scale[r], e.bias[r], e.scale[r]));
@@ -775,7 +808,7 @@ void quantize(const float* x, int16_t* y, size_t n, float scale, float xmax) {
   const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(xmax), lo = _mm512_set1_ps(-xmax);
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtepi32_epi16(quantize16(x + i, m, s, lo, hi)));
+    store_words(y + i, m, quantize16(x + i, m, s, lo, hi));
   }
 }
 
@@ -1075,10 +1108,7 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       const __m512i l1 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 16), b), table);
       const __m512i l2 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 32), b), table);
       const __m512i l3 = search16(_mm512_add_epi32(_mm512_loadu_si512(acc + i + 48), b), table);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm512_cvtepi32_epi8(l0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 16), _mm512_cvtepi32_epi8(l1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 32), _mm512_cvtepi32_epi8(l2));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i + 48), _mm512_cvtepi32_epi8(l3));
+      store_levels4(y + i, l0, l1, l2, l3, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF);
     }
   }
   if (t->blocks > 1 && t->runs.count > 0) {
@@ -1089,7 +1119,7 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
       for (; i < n; i += 16) {
         const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
         const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-        _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_runs<N, F>(v, R)));
+        store_levels(y + i, m, count_levels_runs<N, F>(v, R));
       }
     });
     return;
@@ -1102,14 +1132,14 @@ void edge_levels(const int32_t* acc, uint8_t* y, size_t n, int32_t bias, const T
     for (; i < n; i += 16) {
       const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
       const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_packed(v, t)));
+      store_levels(y + i, m, count_levels_packed(v, t));
     }
     return;
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(count_levels_bucketed(v, t)));
+    store_levels(y + i, m, count_levels_bucketed(v, t));
   }
 }
 
@@ -1215,7 +1245,7 @@ void qrelu(const float* x, uint8_t* y, size_t n, const FloatThresholds* t) {
   with_qrelu(t, [&](auto q) {
     for (size_t i = 0; i < n; i += 16) {
       const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-      _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(q(_mm512_maskz_loadu_ps(m, x + i), m)));
+      store_levels(y + i, m, q(_mm512_maskz_loadu_ps(m, x + i), m));
     }
   });
 }
@@ -1251,7 +1281,7 @@ void add_qrelu_rows(const float* a, size_t lda, const float* b, const uint8_t* l
           vb = decode256(idx, table256, small);
         }
         const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, ar + i), vb);
-        _mm_mask_storeu_epi8(yr + i, m, _mm512_cvtepi32_epi8(q(v, m)));
+        store_levels(yr + i, m, q(v, m));
       }
     }
   });
@@ -1288,7 +1318,7 @@ WQ_VBMI void add_decode_qrelu_vbmi(const float* a, size_t lda, const uint8_t* lv
       for (int j = 0; j < 4 && 16 * j < static_cast<int>(cnt); ++j) {
         const __mmask16 m = tail_mask(static_cast<int>(cnt) - 16 * j);
         const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, ar + i + 16 * j), _mm512_castsi512_ps(dec[j]));
-        _mm_mask_storeu_epi8(yr + i + 16 * j, m, _mm512_cvtepi32_epi8(q(v, m)));
+        store_levels(yr + i + 16 * j, m, q(v, m));
       }
     }
   }
@@ -1767,7 +1797,7 @@ void max_window(const uint8_t* r, uint8_t* y, int64_t n, int64_t kw, int64_t sw,
         for (int64_t kx = 1; kx < kw; ++kx)
           v = _mm512_max_epu16(v, _mm512_and_si512(_mm512_maskz_loadu_epi8(m, r + 2 * i + kx * dw), lo_bytes));
       }
-      _mm256_mask_storeu_epi8(y + i, static_cast<__mmask32>(tail_mask64(cnt)), _mm512_cvtepi16_epi8(v));
+      store_word_bytes(y + i, static_cast<__mmask32>(tail_mask64(cnt)), v);
     }
     return;
   }
@@ -1787,7 +1817,7 @@ void max_pool(const PoolPlane& p) {
         const int64_t cnt = p.ow - i < 32 ? p.ow - i : 32;
         const __mmask64 m = tail_mask64(2 * cnt);
         const __m512i v = _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, r0 + 2 * i), _mm512_maskz_loadu_epi8(m, r1 + 2 * i));
-        _mm256_mask_storeu_epi8(p.y + oy * p.ow + i, static_cast<__mmask32>(tail_mask64(cnt)), _mm512_cvtepi16_epi8(pair_max_u8(v)));
+        store_word_bytes(p.y + oy * p.ow + i, static_cast<__mmask32>(tail_mask64(cnt)), pair_max_u8(v));
       }
     }
     return;

@@ -395,7 +395,7 @@ struct RunRegs {
 // The lines form's level of v ≥ start[0] (ThresholdRuns::lines; L lines): u = floor(min(v - start[0], cap) / g)
 // by the exact one-FMA quotient (lanes below start[0] wrap to a large unsigned value, capped: the callers mask
 // them off), then the minimum of the lines (u + add_k) >> shift_k. Measured on MobileNetV2's (8, 8) segmented
-// tables (three runs): see docs/decisions.md, "The segmented quantizer's lines".
+// tables (three runs): see docs/decisions.md, "Narrowing stores and the lines form".
 template <int L>
 __attribute__((always_inline)) inline __m512i lines_level(__m512i v, const RunRegs& R) {
   const __m512i d = _mm512_min_epu32(_mm512_sub_epi32(v, R.l_base), R.l_cap);

@@ -112,6 +112,10 @@ struct ResidualJoin {
   const FloatThresholds* t = nullptr;
 };
 
+// Bytes per output element: levels (a fused quantizer, or a residual join's QRelu) 1; float outputs and the raw
+// int32 accumulators QConvMaxPool pools 4
+size_t output_bytes(const PreparedLayer& L, bool raw, bool residual) { return residual || (L.fused() && !raw) ? 1 : 4; }
+
 // Column bands of a GEMM-path convolution (QConvMaxPool at a small batch): one task per band computes every output
 // channel of the band's columns [j0, j1) (image-major output pixels), then calls done(band) in the same thread, so
 // the pool reads accumulators its own core just wrote.
@@ -454,7 +458,7 @@ void QConvKernel::run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, co
   const int64_t planes = g.n * g.c, plane_out = g.oh * g.ow;
   const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
   checked_numel({hp, wp}, where_, "padded plane");
-  const size_t out_bytes = L.fused() && !raw ? 1 : 4;
+  const size_t out_bytes = output_bytes(L, raw, false);
   // about 64k outputs per task, but at least 16 tasks when there are enough planes (small late layers)
   const int64_t per_task = std::max<int64_t>(1, std::min((int64_t(1) << 16) / plane_out, (planes + 15) / 16));
   const int64_t tasks = (planes + per_task - 1) / per_task;
@@ -514,7 +518,8 @@ int64_t QConvKernel::gemm_chunk_images(const ConvWeights& cw, const Geometry& g)
 
 void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            void* y, bool raw, const ResidualJoin* res) const {
-  const int64_t y_image = m_ * g.oh * g.ow, y_bytes = res != nullptr || (cw.layer->fused() && !raw) ? 1 : 4;
+  const int64_t y_image = m_ * g.oh * g.ow;
+  const size_t y_bytes = output_bytes(*cw.layer, raw, res != nullptr);
   // images [n0, n0 + cn) of the call: run(input view, geometry, output, residual operands) on them
   auto images = [&](int64_t n0, int64_t cn, auto&& run) {
     const auto [xs, gc] = image_chunk(x, g, n0, cn);
@@ -643,7 +648,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t per_block = std::max<int64_t>(1, (int64_t(1) << (streamed ? 17 : 20)) / (panel_elems * 4));
   const int64_t row_chunk = streamed ? mr : 4 * mr;
   const int64_t row_chunks = (mg + row_chunk - 1) / row_chunk;
-  const size_t out_bytes = L.fused() && !raw ? 1 : 4;
+  const size_t out_bytes = output_bytes(L, raw, res != nullptr);
   // the fused edge needs every float scale to be a plain power-of-two multiply (else the ldexp path); row scales
   // are applied in it (TileEdge::row_scale)
   bool fast_edge = true;

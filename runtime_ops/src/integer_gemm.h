@@ -288,7 +288,9 @@ struct PanelRun {
 };
 
 struct PanelPack {
-  const int32_t* x2;          // padded pair image: [.., q, y, x] int32 = (X[2q], X[2q+1]) as two int16
+  // padded pair image: [.., q, y, x] int32 = (X[2q], X[2q+1]) as two int16, readable for 15 int32 past every run's
+  // last pixel (the vector paths copy runs in whole vectors; the caller's image buffer has 64 int32 of slack)
+  const int32_t* x2;
   const PanelRun* runs;
   int nruns;
   int64_t nq, kh, kw;         // channel pairs of the group and kernel size

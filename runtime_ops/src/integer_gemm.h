@@ -288,7 +288,7 @@ struct PanelRun {
 };
 
 struct PanelPack {
-  // padded pair image: [.., q, y, x] int32 = (X[2q], X[2q+1]) as two int16, readable for 15 int32 past every run's
+  // padded pair image: [.., q, y, x] int32 = (X[2q], X[2q+1]) as two int16, readable for 31 int32 past every run's
   // last pixel (the vector paths copy runs in whole vectors; the caller's image buffer has 64 int32 of slack)
   const int32_t* x2;
   const PanelRun* runs;

@@ -1737,12 +1737,14 @@ WQ_VBMI uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p) {
 
 namespace {
 
-// Unit column stride: every run copied in whole vectors, unmasked. A run's last vector reads up to 15 int32 past it
-// (inside the padded image and its slack, PanelPack) and writes up to 15 past it: into the next run's columns, the
-// row's zero tail or the next panel row, all written after it. The panel's last row is copied with masks, so
-// nothing past the panel is written. Short runs are the common case on small images (MNIST's conv2: ~5 runs of
-// <= 14 columns per panel row), where the per-run masks were most of pack_panel's time.
-void pack_panel_unit(const PanelPack& p) {
+// Column stride 1 or 2 (S): every run copied in whole vectors, unmasked. A run's last vector reads up to 16·S - 1
+// int32 past it (inside the padded image and its slack, PanelPack) and writes up to 15 past it: into the next
+// run's columns, the row's zero tail or the next panel row, all written after it. The panel's last row is copied
+// with masks, so nothing past the panel is written. Short runs are the common case on small images (MNIST's conv2:
+// ~5 runs of <= 14 columns per panel row), where the per-run masks were most of pack_panel's time.
+template <int S>
+void pack_panel_vectors(const PanelPack& p) {
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   int32_t* d = p.dst;
   const int64_t rows = p.nq * p.kh * p.kw;
   const __mmask16 zero_from = static_cast<__mmask16>(0xFFFFu << (p.ncols % 16));
@@ -1755,13 +1757,12 @@ void pack_panel_unit(const PanelPack& p) {
           const int32_t* src = base + p.runs[r].src;
           int32_t* out = d + p.runs[r].col;
           const int64_t len = p.runs[r].len;
-          if (!last) {
-            for (int64_t i = 0; i < len; i += 16) _mm512_storeu_si512(out + i, _mm512_loadu_si512(src + i));
-            continue;
-          }
           for (int64_t i = 0; i < len; i += 16) {
-            const __mmask16 m = tail_mask(static_cast<int>(len - i < 16 ? len - i : 16));
-            _mm512_mask_storeu_epi32(out + i, m, _mm512_maskz_loadu_epi32(m, src + i));
+            const __m512i v = S == 1 ? _mm512_loadu_si512(src + i)
+                                     : _mm512_permutex2var_epi32(_mm512_loadu_si512(src + 2 * i), evens,
+                                                                 _mm512_loadu_si512(src + 2 * i + 16));
+            if (!last) _mm512_storeu_si512(out + i, v);
+            else _mm512_mask_storeu_epi32(out + i, tail_mask(static_cast<int>(len - i < 16 ? len - i : 16)), v);
           }
         }
         // the zero tail ncols .. nr, after the runs (whose last vectors may have run into it)
@@ -1775,8 +1776,8 @@ void pack_panel_unit(const PanelPack& p) {
 }  // namespace
 
 void pack_panel(const PanelPack& p) {
-  if (p.sx == 1) {
-    pack_panel_unit(p);
+  if (p.sx == 1 || p.sx == 2) {
+    p.sx == 1 ? pack_panel_vectors<1>(p) : pack_panel_vectors<2>(p);
     return;
   }
   pack_panel_with(p, [](const int32_t* s, int32_t* o, int64_t len, int64_t sx) {

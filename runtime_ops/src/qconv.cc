@@ -539,6 +539,22 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
       }))
     return;
   const int64_t chunk = gemm_chunk_images(cw, g);
+  // One image with the session's threads known: one band of output rows per thread, the same split in every layer,
+  // so each thread builds the input rows its band reads, packs them and writes its own rows, and mostly reads what
+  // its own core wrote (as the image ranges above, at one image), in one parallel loop instead of two or three.
+  // Only where each band has at least kBandMinPanels panels: smaller layers keep the panel and row-chunk tasks,
+  // which balance better. ResNet-50 (8,8), batch 1, 2 threads: 4.14 -> 4.10 ms, and 6.55 -> 6.47 ms in the phase
+  // of this machine where cross-core reads are dear (bands for every layer: 6.18 there, but 4.24 in the other).
+  constexpr int64_t kBandMinPanels = 8;
+  if (g.n == 1 && ctx != nullptr && threads_ >= 2 && group_ == 1 && g.oh >= threads_ &&
+      g.oh * g.ow >= threads_ * kBandMinPanels * isa_->nr) {
+    ColumnBands bands;
+    for (int64_t t = 0; t < threads_; ++t)
+      bands.cols.emplace_back(g.oh * t / threads_ * g.ow, g.oh * (t + 1) / threads_ * g.ow);
+    bands.done = [](size_t) {};
+    run_gemm_images(ctx, cw, g, x, y, raw, res, g.n, &bands);
+    return;
+  }
   if (chunk >= g.n) {
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n);
     return;

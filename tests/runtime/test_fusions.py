@@ -405,6 +405,51 @@ def test_qconv_add_qrelu_blocks(isa, seed, monkeypatch):
     assert got.dtype == np.uint8 and same_bits(got, want), f"{int((got != want).sum())} levels differ"
 
 
+def _conv_model(case):
+    """The case's QConv alone (its thresholds, when it has them: levels out; else float)."""
+    names = ["X", "W", "codebook", "x_table", "bias", "thresholds", "row_scale"]
+    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"],
+              case.get("row_scale")]
+    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
+    used = [n if v is not None else "" for n, v in zip(names, values)]
+    while used and not used[-1]:
+        used.pop()
+    conv = helper.make_node("QConv", used, ["Y"], domain=DOMAIN, name="conv", **case["attrs"])
+    x = case["x"]
+    out = helper.make_tensor_value_info("Y", U8 if case["thresholds"] is not None else F, None)
+    return _model([conv], [helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))],
+                  [out], inits)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(8))
+def test_qconv_row_bands_at_batch_1(isa, seed):
+    """One image with 2 threads: a GEMM-path convolution of at least 2 x 8 panels runs one band of output rows per
+    thread, each building the input rows it reads (halos included), packing and writing its own rows. 1x1 and 3x3
+    (padded), strides 1 and 2, float and level input (int16 and u8 operands), float and level output; seeds 0-3
+    also through a residual join (QConvAddQRelu on the tile edge, against the unfused graph). Against the
+    reference and against 1 thread."""
+    rng = np.random.default_rng(7700 + seed)
+    if seed < 4:
+        stride = 1 + seed % 2
+        case = _residual_block_case(rng, 1, int(rng.choice([16, 35])), int(rng.choice([24, 43])),
+                                    64 if stride == 2 else 40, levels_in=seed != 1, kh=1 + 2 * (seed // 2))
+        case["attrs"]["strides"] = [stride, stride]
+    else:
+        case = next(c for c in map(_level_conv_case, range(seed, 10**4, 7)) if c["attrs"]["group"] == 1)
+        x0 = case["x"]
+        case = dict(case, x=rng.choice(x0.ravel(), size=(1, x0.shape[1], 80, 76)))
+    y = _reference(case)
+    assert not isinstance(y, Exception), y
+    assert y.shape[0] == 1 and y.shape[2] * y.shape[3] >= 2 * 8 * 48, y.shape   # bands of at least 8 panels
+    model = _conv_model(case)
+    got2, got1 = _run(model, {"X": case["x"]}, isa, 2)[0], _run(model, {"X": case["x"]}, isa, 1)[0]
+    assert same_bits(got2, y) and same_bits(got1, y), f"{int((got2 != y).sum())} differ at 2 threads"
+    if seed < 4:
+        got, want = _fused_and_unfused(rng, case, y, seed % 2 == 0, isa, threads=2)
+        assert same_bits(got, want), f"{int((got != want).sum())} levels differ"
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_qconv_add_qrelu_broadcast_fallback(isa):
     """When the graph does not state the shapes, a broadcasting B is fused too and the kernel runs the convolution

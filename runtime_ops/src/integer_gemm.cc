@@ -470,6 +470,7 @@ void build_threshold_lines(const int64_t* v, int begin, int end, int first_level
 bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level, ThresholdRuns* out, int max_shift) {
   out->count = 0;
   out->exact = false;
+  out->lines = 0;   // with_runs reads lines first: no stale lines on a set that gets no runs
   if (end <= begin || v[begin] < -(int64_t(1) << 30) || v[end - 1] >= (int64_t(1) << 31)) return false;
   int k = 0;
   bool exact = true, fractional = false;
@@ -520,7 +521,6 @@ bool build_threshold_runs(const int64_t* v, int begin, int end, int first_level,
   }
   out->count = k;
   out->exact = exact;
-  out->lines = 0;
   if (!fractional) build_threshold_lines(v, begin, end, first_level, out);
   return true;
 }

@@ -539,40 +539,37 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
         });
       }))
     return;
-  const int64_t chunk = gemm_chunk_images(cw, g);
-  // One image with the session's threads known: one band of output rows per thread, the same split in every layer,
-  // so each thread builds the input rows its band reads, packs them and writes its own rows, and mostly reads what
-  // its own core wrote (as the image ranges above, at one image), in one parallel loop instead of two or three.
-  // Only where each band has at least kBandMinPanels panels: smaller layers keep the panel and row-chunk tasks,
-  // which balance better. ResNet-50 (8,8), batch 1, 2 threads: 4.14 -> 4.10 ms, and 6.55 -> 6.47 ms in the phase
-  // of this machine where cross-core reads are dear (bands for every layer: 6.18 there, but 4.24 in the other).
+  // One image with the session's threads known: one task per thread, in one parallel loop instead of two or three
+  // (image planes, then panels, or panel packs and row chunks), each of which hands work and data between the
+  // cores:
+  // - layers with at least kBandMinPanels panels per thread: one band of output rows per thread, the same split in
+  //   every layer, so each thread builds the input rows its band reads, packs them and writes its own rows, and
+  //   mostly reads what its own core wrote (as the image ranges above, at one image);
+  // - smaller layers with at least a row tile per thread: every column and a share of the output channels (whole
+  //   row tiles) per thread, each building the whole image and packing every panel itself (the panel and
+  //   row-chunk tasks balance those better, but cost two more loops).
+  // 2 threads, batch 1, alternating processes (median ms), in this machine's phase where the hand-over is dear and
+  // in the other: ResNet-50 (8,8) 6.55 -> 6.47 (bands) -> 5.9 (and shares), 4.14 -> 4.10 -> ~4.4 either way;
+  // bands for every layer instead gave 6.18 and 4.24. MobileNetV2 (8,8) 2.65 -> 2.46 in the dear phase.
   constexpr int64_t kBandMinPanels = 8;
-  if (g.n == 1 && ctx != nullptr && threads_ >= 2 && group_ == 1 && g.oh >= threads_ &&
-      g.oh * g.ow >= threads_ * kBandMinPanels * isa_->nr) {
-    ColumnBands bands;
-    for (int64_t t = 0; t < threads_; ++t)
-      bands.cols.emplace_back(g.oh * t / threads_ * g.ow, g.oh * (t + 1) / threads_ * g.ow);
-    bands.done = [](size_t) {};
-    run_gemm_images(ctx, cw, g, x, y, raw, res, g.n, &bands);
-    return;
-  }
-  // Smaller layers of one image: one task per thread over every column and its share of the output channels (in
-  // whole row tiles), each building the whole image and packing every panel itself: those two steps done by every
-  // thread, but one parallel loop instead of three (image planes, panel packs, row chunks x panels), each of which
-  // hands work and data between the cores. At 2 threads, batch 1, alternating processes (median ms): ResNet-50
-  // (8,8) 6.34 -> 5.9 in the phase of this machine where that hand-over is dear, ~4.4 either way in the other;
-  // MobileNetV2 (8,8) 2.65 -> 2.46 (dear phase); ResNet-50 (4,4) 4.3 -> 4.0 and 2.8 either way.
-  if (g.n == 1 && ctx != nullptr && threads_ >= 2 && group_ == 1 && m_ >= threads_ * isa_->mr) {
+  const int64_t mr = isa_->mr;
+  const bool bands_fit = g.oh >= threads_ && g.oh * g.ow >= threads_ * kBandMinPanels * isa_->nr;
+  if (g.n == 1 && ctx != nullptr && threads_ >= 2 && group_ == 1 && (bands_fit || m_ >= threads_ * mr)) {
     ColumnBands split;
-    auto row = [&](int64_t t) { return t == threads_ ? m_ : m_ * t / threads_ / isa_->mr * isa_->mr; };
+    auto share = [&](int64_t t) { return t == threads_ ? m_ : m_ * t / threads_ / mr * mr; };
     for (int64_t t = 0; t < threads_; ++t) {
-      split.cols.emplace_back(0, g.oh * g.ow);
-      split.rows.emplace_back(row(t), row(t + 1));
+      if (bands_fit) {
+        split.cols.emplace_back(g.oh * t / threads_ * g.ow, g.oh * (t + 1) / threads_ * g.ow);
+      } else {
+        split.cols.emplace_back(0, g.oh * g.ow);
+        split.rows.emplace_back(share(t), share(t + 1));
+      }
     }
     split.done = [](size_t) {};
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n, &split);
     return;
   }
+  const int64_t chunk = gemm_chunk_images(cw, g);
   if (chunk >= g.n) {
     run_gemm_images(ctx, cw, g, x, y, raw, res, g.n);
     return;

@@ -65,7 +65,8 @@ __attribute__((always_inline)) inline void store_levels4(uint8_t* out, __m512i l
   const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(l0, l1), _mm512_packs_epi32(l2, l3));
   const __mmask64 m = static_cast<__mmask64>(m0) | static_cast<__mmask64>(m1) << 16 |
                       static_cast<__mmask64>(m2) << 32 | static_cast<__mmask64>(m3) << 48;
-  _mm512_mask_storeu_epi8(out, m, _mm512_permutexvar_epi32(order, b));
+  if (m == ~__mmask64(0)) _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, b));   // (constant masks fold)
+  else _mm512_mask_storeu_epi8(out, m, _mm512_permutexvar_epi32(order, b));
 }
 __attribute__((always_inline)) inline void store_levels(uint8_t* out, __mmask16 m, __m512i l) {
   store_levels4(out, l, l, l, l, m, 0, 0, 0);
@@ -1594,12 +1595,12 @@ WQ_VBMI inline void pair_row(const int16_t* row, int64_t end, int64_t step, int6
 }
 
 // The output edge of the lanes (lambdas would not inherit the VBMI target, so the quantizers would not inline):
-// row scale, bias and quantizer per lane, then the levels (0..255) of 4 pixels to bytes with two saturating packs
-// (128-bit lane k then holds channels 4k..4k+3 of pixels 0, 1, 2, 3; one vpermd puts them in [pixel][channel] order)
+// row scale, bias and quantizer per lane, then the levels (0..255) of 4 pixels to bytes (store_levels4: pixel i's
+// 16 channels at out + 16 i, [pixel][channel] order)
 template <bool Scaled, class Quant>
 struct LaneEdge {
   const Quant& quant;
-  __m512i bias, r_even, r_odd, order;
+  __m512i bias, r_even, r_odd;
   WQ_VBMI LaneEdge(const DepthwiseLanes& p, const Quant& q) : quant(q) {
     bias = _mm512_maskz_loadu_epi32(tail_mask(static_cast<int>(p.nc)), p.bias);
     r_even = r_odd = _mm512_setzero_si512();
@@ -1607,15 +1608,13 @@ struct LaneEdge {
       r_even = _mm512_maskz_loadu_epi32(tail_mask(static_cast<int>(p.nc)), p.row_scale);
       r_odd = _mm512_srli_epi64(r_even, 32);
     }
-    order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   }
   WQ_VBMI __attribute__((always_inline)) __m512i level(__m512i a) const {
     if constexpr (Scaled) a = scale_lanes(a, r_even, r_odd);
     return quant(_mm512_add_epi32(a, bias));
   }
   WQ_VBMI __attribute__((always_inline)) void store4(__m512i a0, __m512i a1, __m512i a2, __m512i a3, uint8_t* out) const {
-    const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(level(a0), level(a1)), _mm512_packs_epi32(level(a2), level(a3)));
-    _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, b));
+    store_levels4(out, level(a0), level(a1), level(a2), level(a3), 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF);
   }
 };
 
@@ -1776,28 +1775,9 @@ void pack_panel_vectors(const PanelPack& p) {
 }  // namespace
 
 void pack_panel(const PanelPack& p) {
-  if (p.sx == 1 || p.sx == 2) {
-    p.sx == 1 ? pack_panel_vectors<1>(p) : pack_panel_vectors<2>(p);
-    return;
-  }
-  pack_panel_with(p, [](const int32_t* s, int32_t* o, int64_t len, int64_t sx) {
-    if (sx == 1) {
-      for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = tail_mask(static_cast<int>(len - i < 16 ? len - i : 16));
-        _mm512_mask_storeu_epi32(o + i, m, _mm512_maskz_loadu_epi32(m, s + i));
-      }
-    } else if (sx == 2) {
-      const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-      for (int64_t i = 0; i < len; i += 16) {
-        const int n = static_cast<int>(len - i < 16 ? len - i : 16);   // outputs; inputs needed: 2n - 1
-        const __m512i lo = _mm512_maskz_loadu_epi32(tail_mask(2 * n - 1), s + 2 * i);
-        const __m512i hi = _mm512_maskz_loadu_epi32(tail_mask(2 * n - 1 - 16 > 0 ? 2 * n - 1 - 16 : 0), s + 2 * i + 16);
-        _mm512_mask_storeu_epi32(o + i, tail_mask(n), _mm512_permutex2var_epi32(lo, evens, hi));
-      }
-    } else {
-      copy_run_generic(s, o, len, sx);
-    }
-  });
+  if (p.sx == 1) pack_panel_vectors<1>(p);
+  else if (p.sx == 2) pack_panel_vectors<2>(p);
+  else pack_panel_with(p, copy_run_generic);   // larger strides: scalar runs, as the other instruction sets
 }
 
 namespace {

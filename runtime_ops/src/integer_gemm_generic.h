@@ -238,8 +238,10 @@ inline void depthwise_generic(const wq::DepthwisePlane& p) {
   }
 }
 
-// Copy one run of `len` pairs with source step sx (the stride of the convolution along x).
-inline void copy_run_generic(const int32_t* __restrict s, int32_t* __restrict o, int64_t len, int64_t sx) {
+// Copy one run of `len` pairs with source step sx (the stride of the convolution along x); exactly len, so the
+// panel's last row (`last`, see pack_panel_with) needs nothing special.
+inline void copy_run_generic(const int32_t* __restrict s, int32_t* __restrict o, int64_t len, int64_t sx,
+                             bool /*last*/) {
   if (sx == 1) {
     for (int64_t i = 0; i < len; ++i) o[i] = s[i];
   } else {
@@ -247,16 +249,21 @@ inline void copy_run_generic(const int32_t* __restrict s, int32_t* __restrict o,
   }
 }
 
+// The panel's rows (q, ky, kx) in order, each its runs in column order and then its zero tail ncols..nr:
+// copy(src, out, len, sx, last), last = the panel's last row. A copy may write past its run's end (up to 15 int32,
+// the vector paths' whole vectors) except in the last row: those columns are written after it (the next run, the
+// row's zero tail or the next row), and past the last row lies another panel.
 template <typename CopyRun>
 inline void pack_panel_with(const wq::PanelPack& p, CopyRun copy) {
   int32_t* d = p.dst;
-  for (int64_t q = 0; q < p.nq; ++q)
+  const int64_t rows = p.nq * p.kh * p.kw;
+  for (int64_t row = 0, q = 0; q < p.nq; ++q)
     for (int64_t ky = 0; ky < p.kh; ++ky)
-      for (int64_t kx = 0; kx < p.kw; ++kx) {
+      for (int64_t kx = 0; kx < p.kw; ++kx, ++row, d += p.nr) {
         const int32_t* base = p.x2 + q * p.q_stride + ky * p.ky_stride + kx * p.kx_stride;
-        for (int r = 0; r < p.nruns; ++r) copy(base + p.runs[r].src, d + p.runs[r].col, p.runs[r].len, p.sx);
+        for (int r = 0; r < p.nruns; ++r)
+          copy(base + p.runs[r].src, d + p.runs[r].col, p.runs[r].len, p.sx, row + 1 == rows);
         for (int64_t j = p.ncols; j < p.nr; ++j) d[j] = 0;
-        d += p.nr;
       }
 }
 

@@ -92,8 +92,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # (8,8) on the ImageNet models, where 8-bit OptSearch is too slow for the matrix: k-means weights
     "kmeans+auto+scaled": {"codebook_refinement": False, "weight_quantizer": "kmeans", "act_quantizer": "auto",
                             "weight_granularity": "channel-scaled"},
-    # MobileNetV2 at 4-bit weights: channel-scaled k-means + GPTQ + refinement towards each layer's own FP32 output,
-    # every activation at 4 bits except the inputs of the depthwise convs (8 bits: where the 4-bit grid hurts most)
+    # MobileNetV2 at 4-bit weights: channel-scaled k-means + GPTQ + refinement towards each layer's own FP32 output;
+    # strictly (4,4), and with the inputs of the depthwise convs at 8 bits (where the 4-bit grid hurts most)
+    "kmeans+scaled+same": {"gptq": True, "weight_quantizer": "kmeans", "act_quantizer": "auto",
+                           "weight_granularity": "channel-scaled", "refinement_target": "same-input"},
     "kmeans+scaled+same+dwin8": {"gptq": True, "weight_quantizer": "kmeans", "act_quantizer": "auto",
                                   "weight_granularity": "channel-scaled", "refinement_target": "same-input",
                                   "overrides": ("@depthwise-input=abits:8",)},
@@ -105,7 +107,7 @@ RECIPE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {   # chosen to keep the d
     "fashion": (("8,8", "gptq+auto"), ("4,4", "bias"), ("4,4", "sequential"), ("4,4", "refine"), ("4,4", "gptq"),
                 ("4,4", "gptq+auto"), ("3,4", "gptq+auto")),
     "mobilenet": (("8,8", "kmeans+auto+scaled"), ("4,4", "channel"), ("4,4", "gptq+auto"), ("4,4", "gptq+auto+scaled"),
-                  ("4,4", "gptq+auto+channel"), ("4,4", "kmeans+scaled+same+dwin8")),
+                  ("4,4", "gptq+auto+channel"), ("4,4", "kmeans+scaled+same"), ("4,4", "kmeans+scaled+same+dwin8")),
     "opennsfw": (("8,8", "kmeans+auto+scaled"), ("4,4", "gptq+auto")),
 }
 RECIPE_LABELS = {
@@ -115,6 +117,7 @@ RECIPE_LABELS = {
     "gptq+channel": "+ per-channel + GPTQ + refinement", "gptq+auto+channel": "+ per-channel + GPTQ + refinement",
     "gptq+auto+scaled": "+ channel-scaled every layer + GPTQ + refinement",
     "kmeans+auto+scaled": "channel-scaled k-means weights (every layer), no refinement",
+    "kmeans+scaled+same": "channel-scaled k-means (every layer) + GPTQ + refinement to the layer's own output",
     "kmeans+scaled+same+dwin8": "channel-scaled k-means (every layer) + GPTQ + refinement to the layer's own output, "
                                 "**8-bit activations into the depthwise convs**",
 }

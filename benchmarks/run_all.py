@@ -50,12 +50,14 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "models"
 MODELS = ("mnist", "fashion", "mobilenet", "opennsfw")
 SMALL_MODELS = ("mnist", "fashion")
+LONGEST_FIRST = ("mobilenet", "opennsfw", "mnist", "fashion")   # submission order for --jobs (measured run times)
 WEIGHTS = ("wq", "linear", "log", "kmeans")
 ACTS = ("wq", "linear", "miyashita", "logmse", "lloyd")
 BITS = ("8,8", "4,8", "4,6", "4,4", "3,4", "2,3", "4,f", "2,f")
@@ -608,6 +611,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"mnist,fashion; bits {' '.join(QUICK_BITS)}; diagonal pairs only (unless overridden)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime's INT8 peer")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="models compiled at once, one worker process each (default 2: the matrix is mostly "
+                        "single-threaded; compile times then include the other worker's load)")
     p.add_argument("--cache", type=Path, default=CACHE, help="where built models and data arrays are cached")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = p.parse_args(argv)
@@ -632,6 +638,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def model_job(key: str, runs: list[tuple[str, str, str, str]], cache: Path, with_ort: bool, out: Path, plots: bool,
+              wall0: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model's part of the matrix (in a worker process with ``--jobs`` > 1): its rows and its summary."""
+    logging.disable(logging.WARNING)
+    m0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - wall0:7.1f} s] {msg}", flush=True)
+
+    task = TASKS[key](cache)
+    log(f"{key}: {task.path} ({task.path.stat().st_size:,} B), {len(task.x)} evaluation samples, {len(runs)} compiles")
+    rows = run_model(task, runs, with_ort=with_ort, out=out, log=log)
+    if plots:
+        log(f"{key:9s} wrote {plot_accuracy_vs_size(key, task.title, rows, out / f'accuracy_vs_size_{key}.png')}")
+    return rows, {"title": task.title, "notes": task.notes, "path": str(task.path), "runs": len(runs),
+                  "seconds": time.time() - m0}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.disable(logging.WARNING)
@@ -639,7 +663,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m benchmarks.run_all", *(sys.argv[1:] if argv is None else argv)])
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
@@ -647,7 +671,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipes = not args.no_recipes and args.pairs is None
     plans = {m: plan(m, args.bits, args.weights, args.acts, args.pairs, args.full, recipes) for m in args.models}
     total = sum(len(p) for p in plans.values())
-    log(f"{total} compiles over {len(args.models)} models (+ FP32 and ORT INT8 per model); "
+    log(f"{total} compiles over {len(args.models)} models (+ FP32 and ORT INT8 per model), {args.jobs} at a time; "
         f"runtime: {'C++ custom ops' if runtime.is_available() else 'numpy reference'}")
     results: dict[str, Any] = {
         "command": command,
@@ -658,20 +682,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "pairs": args.pairs, "full": args.full, "ort": not args.no_ort},
         "models": {}, "rows": [],
     }
-    for key in args.models:
-        m0 = time.perf_counter()
-        task = TASKS[key](args.cache)
-        log(f"{key}: {task.path} ({task.path.stat().st_size:,} B), {len(task.x)} evaluation samples, "
-            f"{len(plans[key])} compiles")
-        rows = run_model(task, plans[key], with_ort=not args.no_ort, out=args.out, log=log)
-        results["rows"] += rows
-        results["models"][key] = {"title": task.title, "notes": task.notes, "path": str(task.path),
-                                  "runs": len(plans[key]), "seconds": time.perf_counter() - m0}
-        if not args.no_plots:
-            path = plot_accuracy_vs_size(key, task.title, rows, args.out / f"accuracy_vs_size_{key}.png")
-            log(f"{key:9s} wrote {path}")
+    jobs = max(1, min(args.jobs, len(args.models)))
+    done: dict[str, list[dict[str, Any]]] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    submit = sorted(args.models, key=lambda m: LONGEST_FIRST.index(m))   # a long model never starts last
+    job_args = {k: (k, plans[k], args.cache, not args.no_ort, args.out, not args.no_plots, wall0) for k in submit}
+
+    def finished(key: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        done[key], metas[key] = rows, meta
+        results["models"] = {k: metas[k] for k in args.models if k in done}      # in the order asked for
+        results["rows"] = [r for k in args.models if k in done for r in done[k]]
         results["total_s"] = time.perf_counter() - t0
         write_outputs(results, args.out)  # after every model: a partial run still leaves results
+
+    if jobs == 1:
+        for key in submit:
+            finished(key, *model_job(*job_args[key]))
+    else:
+        # one model per worker process (models are independent): the matrix is mostly single-threaded numpy
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(model_job, *job_args[key]): key for key in submit}
+            for future in as_completed(futures):
+                finished(futures[future], *future.result())
     results["total_s"] = time.perf_counter() - t0
     write_outputs(results, args.out)
     log(f"done in {results['total_s'] / 60:.1f} min: {args.out / 'results.json'}, {args.out / 'results.md'}")

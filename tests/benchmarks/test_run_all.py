@@ -100,3 +100,15 @@ def test_every_recipe_makes_a_valid_config_at_every_kind_of_bits():
                 assert cfg.act_bits is None and reported == "f"
             else:
                 assert reported == options.get("act_quantizer", acts) == cfg.act_quantizer
+
+
+def test_two_models_in_two_worker_processes(tmp_path):
+    # --jobs 2: each model runs in its own process; rows and model summaries come back in the order asked for
+    out = tmp_path / "bench"
+    run_all.main(["--models", "fashion,mnist", "--bits", "4,4", "--pairs", "linear+linear", "--no-recipes",
+                  "--no-ort", "--no-plots", "--jobs", "2", "--out", str(out)])
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["models"]) == ["fashion", "mnist"]
+    assert [(r["model"], r["method"]) for r in data["rows"]] == [
+        ("fashion", "fp32"), ("fashion", "linear+linear"), ("mnist", "fp32"), ("mnist", "linear+linear")]
+    assert all(r["top1"] > 0.8 for r in data["rows"])

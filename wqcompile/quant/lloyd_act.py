@@ -2,15 +2,16 @@
 
 Any increasing level set with ``values[0] = 0`` fits the integer contract (int16 level mantissas, integer
 thresholds; docs/op-contract.md), so the levels need not lie on a log or a linear grid. Lloyd's algorithm on the
-calibration histogram alternates the two
-optimality conditions of a nearest-level quantizer: thresholds at the midpoints of adjacent values, and every value
-(except the fixed zero) at the mean of its cell. Each iteration never increases the error, so it converges to a
-local optimum; it is started from the MSE-optimal log grid, the MSE-optimal uniform grid and the globally optimal
-levels of the histogram's bins (:mod:`.optimal_levels`, dynamic programming on two points per bin), and the best
-result is kept. The third start is the one that matters on real tensors: Lloyd's fixed points from the two grids were
-up to 21 % above it on MobileNetV2's ReLU6 outputs (docs/decisions.md). A 1/16-octave bin is 4.4 % wide, wider than the level spacing of a fine (≥ 6-bit) quantizer, so each
-bin's count is spread evenly over ``SUBPOINTS`` points inside it (a piecewise-uniform density) rather than put on its
-centre: with point masses Lloyd would fit the bin centres, not the data. Non-positive activations quantize to 0 exactly and add no error.
+calibration histogram alternates the two optimality conditions of a nearest-level quantizer: thresholds at the
+midpoints of adjacent values, and every value (except the fixed zero) at the mean of its cell. Each iteration never
+increases the error, so it converges to a local optimum. It is started from the MSE-optimal log grid, the
+MSE-optimal uniform grid and the globally optimal levels of the histogram's bins (:mod:`.optimal_levels`, dynamic
+programming on two points per bin), and the best result is kept. The third start is the one that matters on real
+tensors: Lloyd's fixed points from the two grids were up to 21 % above it on MobileNetV2's ReLU6 outputs
+(docs/decisions.md). A 1/16-octave bin is 4.4 % wide, wider than the level spacing of a fine (≥ 6-bit) quantizer,
+so each bin's count is spread evenly over ``SUBPOINTS`` points inside it (a piecewise-uniform density) rather than
+put on its centre: with point masses Lloyd would fit the bin centres, not the data. Non-positive activations
+quantize to 0 exactly and add no error.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def fit_lloyd_act(hist: LogHistogram, levels: int, *, name: str = "activation", 
         logger.warning("%s: no finite positive activations in calibration; quantizer outputs zeros", name)
         return ActQuantizer.zero(L, info={"mse": None})
     stats = SortedStats(*hist.spread_points(SUBPOINTS))
-    # both starts see the same positive bins as above, so neither is the all-zero quantizer here
+    # every start sees the same positive bins as above, so none is the all-zero quantizer here
     starts = [(start, fit(hist, L, name=name).values)
               for start, fit in (("logmse", fit_logquant_mse), ("linear", partial(fit_linear_act, dyadic=False)))]
     optimum = optimal_levels(*hist.spread_points(DP_SUBPOINTS), L) if L <= DP_MAX_LEVELS else None

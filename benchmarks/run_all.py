@@ -1,6 +1,6 @@
 """The whole post-training quantization benchmark in one command: JSON, Markdown tables and plots.
 
-    python -m benchmarks.run_all                       # default matrix, ~25 min on a shared 2-core machine, 2 models at once
+    python -m benchmarks.run_all                       # default matrix, ~25 min on 2 shared cores
     python -m benchmarks.run_all --quick               # small models, 3 bit configurations, diagonal pairs (~1 min)
     python -m benchmarks.run_all --models mnist --bits 4,4 --pairs wq+wq,linear+linear
     python -m benchmarks.run_all --full                # the full cross product everywhere (too slow for 30 min)

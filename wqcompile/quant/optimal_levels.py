@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._sorted_stats import SortedStats
+
 MAX_POINTS = 2048    # (N+1)² float64 cost table: 34 MB at most; O(L·N²) time, ~0.3 s at 16 levels
 
 
@@ -44,9 +46,8 @@ def optimal_levels(x: np.ndarray, w: np.ndarray, levels: int) -> np.ndarray | No
     n = x.size
     if n < levels - 1:
         return None
-    cw = np.concatenate(([0.0], np.cumsum(w)))
-    c1 = np.concatenate(([0.0], np.cumsum(w * x)))
-    c2 = np.concatenate(([0.0], np.cumsum(w * x * x)))
+    prefix = SortedStats(x, w)                 # prefix sums of w, w·x, w·x² (x is already ascending)
+    cw, c1, c2 = prefix.n, prefix.s1, prefix.s2
     a, b = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         dw = cw[b] - cw[a]

@@ -638,15 +638,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def progress_log(wall0: float) -> Callable[[str], None]:
+    """A log function that prefixes each line with the seconds since ``wall0`` (the run's start, in every process)."""
+    return lambda msg: print(f"[{time.time() - wall0:7.1f} s] {msg}", flush=True)
+
+
 def model_job(key: str, runs: list[tuple[str, str, str, str]], cache: Path, with_ort: bool, out: Path, plots: bool,
               wall0: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One model's part of the matrix (in a worker process with ``--jobs`` > 1): its rows and its summary."""
     logging.disable(logging.WARNING)
     m0 = time.time()
-
-    def log(msg: str) -> None:
-        print(f"[{time.time() - wall0:7.1f} s] {msg}", flush=True)
-
+    log = progress_log(wall0)
     task = TASKS[key](cache)
     log(f"{key}: {task.path} ({task.path.stat().st_size:,} B), {len(task.x)} evaluation samples, {len(runs)} compiles")
     rows = run_model(task, runs, with_ort=with_ort, out=out, log=log)
@@ -664,14 +666,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m benchmarks.run_all", *(sys.argv[1:] if argv is None else argv)])
     wall0 = time.time()        # one clock for this process and the workers' log lines
-
-    def log(msg: str) -> None:
-        print(f"[{time.time() - wall0:7.1f} s] {msg}", flush=True)
+    log = progress_log(wall0)
 
     recipes = not args.no_recipes and args.pairs is None
     plans = {m: plan(m, args.bits, args.weights, args.acts, args.pairs, args.full, recipes) for m in args.models}
     total = sum(len(p) for p in plans.values())
-    log(f"{total} compiles over {len(args.models)} models (+ FP32 and ORT INT8 per model), {args.jobs} at a time; "
+    jobs = max(1, min(args.jobs, len(args.models)))
+    log(f"{total} compiles over {len(args.models)} models (+ FP32 and ORT INT8 per model), {jobs} at a time; "
         f"runtime: {'C++ custom ops' if runtime.is_available() else 'numpy reference'}")
     results: dict[str, Any] = {
         "command": command,
@@ -682,7 +683,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "pairs": args.pairs, "full": args.full, "ort": not args.no_ort},
         "models": {}, "rows": [],
     }
-    jobs = max(1, min(args.jobs, len(args.models)))
     done: dict[str, list[dict[str, Any]]] = {}
     metas: dict[str, dict[str, Any]] = {}
     submit = sorted(args.models, key=lambda m: LONGEST_FIRST.index(m))   # a long model never starts last

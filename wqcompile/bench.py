@@ -138,16 +138,40 @@ def quantize_int8(model: onnx.ModelProto, feeds: dict[str, np.ndarray], workdir:
     return onnx.load(dst)
 
 
-def _session(model: onnx.ModelProto, threads: int, ours: bool) -> ort.InferenceSession:
+def _options(threads: int) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return so
+
+
+def _open(model: onnx.ModelProto, so: ort.SessionOptions, ours: bool) -> ort.InferenceSession:
     if ours:
         from wqcompile.runtime import InferenceSession
 
         return InferenceSession(model, so)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _session(model: onnx.ModelProto, threads: int, ours: bool) -> ort.InferenceSession:
+    return _open(model, _options(threads), ours)
+
+
+def profile_cells(model: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.ndarray], *,
+                  batches: Sequence[int], threads: Sequence[int], runs: int, warmup: int) -> list[str]:
+    """Per-node kernel times (onnxruntime's profiler) of the FP32 and the compiled model in every cell, formatted."""
+    from wqcompile.node_profile import format_profile, profile_session
+
+    out = []
+    for t in threads:
+        for b in batches:
+            feed = batch_of(feeds, b)
+            fp32, wq = (profile_session(lambda so, ours=ours: _open(m, so, ours), _options(t), feed, runs, warmup)
+                        for m, ours in ((model, False), (compiled, True)))
+            out.append(format_profile(f"kernel time per op type, median of {runs} profiled runs: "
+                                      f"{t} thread(s), batch {b}", fp32, wq))
+    return out
 
 
 def ratio_quartiles(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
@@ -246,8 +270,9 @@ def run_bench(model_path: str | Path, *, calib: Any = None, wbits: str = "4", ab
               compiled_path: str | Path | None = None, batches: Sequence[int] = (1, 32),
               threads: Sequence[int] = (1, 2), repeats: int = 20, warmup: int = 3, int8: bool = True,
               calib_samples: int = DEFAULT_CALIB_SAMPLES, json_out: str | Path | None = None,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compile (unless ``compiled_path`` is given), quantize INT8, time, print the table; returns the numbers."""
+              profile_runs: int = 0, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compile (unless ``compiled_path`` is given), quantize INT8, time, print the table; returns the numbers.
+    With ``profile_runs`` > 0, then also profile both models node by node in every cell (``node_profile``)."""
     from wqcompile.api import compile_model
     from wqcompile.config import QuantConfig
     from wqcompile.model_io import load_model
@@ -275,6 +300,10 @@ def run_bench(model_path: str | Path, *, calib: Any = None, wbits: str = "4", ab
     echo(format_table(title, rows))
     for line in thread_scaling_notes(rows):
         echo(line)
+    if profile_runs > 0:
+        for text in profile_cells(model, compiled, feeds, batches=batches, threads=threads, runs=profile_runs,
+                                  warmup=warmup):
+            echo(text)
     report = {"model": str(model_path), "config": config, "repeats": repeats, "warmup": warmup,
               "onnxruntime": ort.__version__, "rows": [r.to_dict() for r in rows],
               "fp32_thread_speedup": {f"{t},{b}": v for (t, b), v in fp32_thread_speedups(rows).items()}}

@@ -176,14 +176,18 @@ def run_cmd(model, inputs_path, output, debug):
 @click.option("--no-int8", is_flag=True, help="Skip onnxruntime's INT8 QDQ baseline.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the numbers here.")
+@click.option("--profile", "profile_runs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Then profile both models node by node over this many runs per cell (onnxruntime's profiler): "
+                   "kernel time per op type side by side and the compiled model's slowest nodes.")
 @click.option("--debug", is_flag=True)
-def bench_cmd(model, calib, compiled, wbits, abits, batches, threads, repeats, warmup, no_int8, json_out, debug):
+def bench_cmd(model, calib, compiled, wbits, abits, batches, threads, repeats, warmup, no_int8, json_out,
+              profile_runs, debug):
     """Time FP32 vs compiled (onnxruntime + libwq_ops) vs onnxruntime INT8 QDQ on MODEL, interleaved."""
     from wqcompile.bench import run_bench
 
     _run_safely(debug, run_bench, model, calib=calib, wbits=wbits, abits=abits, compiled_path=compiled,
                 batches=batches or (1, 32), threads=threads or (1, 2), repeats=repeats, warmup=warmup,
-                int8=not no_int8, json_out=json_out, echo=click.echo)
+                int8=not no_int8, json_out=json_out, profile_runs=profile_runs, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,26 @@ enum class Dot { kS16Pairs, kU8S8Quads };
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
+// Stores under a lane mask: a plain store when every lane is set. On Zen 4 a masked store to memory costs several
+// times a plain one even with every lane set (MobileNetV2 (8,8), batch 1, one thread: the 48-byte tile rows of the
+// level edges alone as two plain stores took the model 7.21 -> 6.89 ms; docs/decisions.md, "Masked stores").
+__attribute__((always_inline)) inline void store_i32(void* p, __mmask16 m, __m512i v) {
+  if (m == __mmask16(0xFFFF)) _mm512_storeu_si512(p, v);
+  else _mm512_mask_storeu_epi32(p, m, v);
+}
+__attribute__((always_inline)) inline void store_f32(void* p, __mmask16 m, __m512 v) {
+  if (m == __mmask16(0xFFFF)) _mm512_storeu_ps(p, v);
+  else _mm512_mask_storeu_ps(p, m, v);
+}
+__attribute__((always_inline)) inline void store_i8(void* p, __mmask64 m, __m512i v) {
+  if (m == ~__mmask64(0)) _mm512_storeu_si512(p, v);
+  else _mm512_mask_storeu_epi8(p, m, v);
+}
+__attribute__((always_inline)) inline void store_i16(void* p, __mmask32 m, __m512i v) {
+  if (m == ~__mmask32(0)) _mm512_storeu_si512(p, v);
+  else _mm512_mask_storeu_epi16(p, m, v);
+}
+
 // Narrowing stores. Never vpmovdb / vpmovdw / vpmovwb to memory: on Zen 4 their store forms measured several times
 // slower than the register forms (the masked vpmovdb store was 38 % of a three-run tile edge; docs/decisions.md,
 // "Narrowing stores"), and GCC folds _mm_storeu(.., _mm512_cvtepi32_epi8(x)) into exactly that store. Saturating
@@ -65,8 +85,20 @@ __attribute__((always_inline)) inline void store_levels4(uint8_t* out, __m512i l
   const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(l0, l1), _mm512_packs_epi32(l2, l3));
   const __mmask64 m = static_cast<__mmask64>(m0) | static_cast<__mmask64>(m1) << 16 |
                       static_cast<__mmask64>(m2) << 32 | static_cast<__mmask64>(m3) << 48;
-  if (m == ~__mmask64(0)) _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, b));   // (constant masks fold)
-  else _mm512_mask_storeu_epi8(out, m, _mm512_permutexvar_epi32(order, b));
+  const __m512i v = _mm512_permutexvar_epi32(order, b);
+  // plain stores for the whole first 16, 32, 48 or 64 bytes (constant masks fold); a masked store otherwise
+  if (m == ~__mmask64(0)) {
+    _mm512_storeu_si512(out, v);
+  } else if (m == (__mmask64(1) << 48) - 1) {   // a tile row of 48 levels
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_castsi512_si256(v));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm512_extracti32x4_epi32(v, 2));
+  } else if (m == (__mmask64(1) << 32) - 1) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_castsi512_si256(v));
+  } else if (m == (__mmask64(1) << 16) - 1) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_castsi512_si128(v));
+  } else {
+    _mm512_mask_storeu_epi8(out, m, v);
+  }
 }
 __attribute__((always_inline)) inline void store_levels(uint8_t* out, __mmask16 m, __m512i l) {
   store_levels4(out, l, l, l, l, m, 0, 0, 0);
@@ -75,13 +107,15 @@ __attribute__((always_inline)) inline void store_levels(uint8_t* out, __mmask16 
 // 16 int32 lanes within int16 (lanes of m) to out as int16
 __attribute__((always_inline)) inline void store_words(int16_t* out, __mmask16 m, __m512i x) {
   const __m512i q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packs_epi32(x, x));
-  _mm256_mask_storeu_epi16(out, m, _mm512_castsi512_si256(q));
+  if (m == __mmask16(0xFFFF)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_castsi512_si256(q));
+  else _mm256_mask_storeu_epi16(out, m, _mm512_castsi512_si256(q));
 }
 
 // 32 uint16 lanes ≤ 255 (lanes of m) to out as bytes
 __attribute__((always_inline)) inline void store_word_bytes(uint8_t* out, __mmask32 m, __m512i x) {
   const __m512i q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi16(x, x));
-  _mm256_mask_storeu_epi8(out, m, _mm512_castsi512_si256(q));
+  if (m == ~__mmask32(0)) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_castsi512_si256(q));
+  else _mm256_mask_storeu_epi8(out, m, _mm512_castsi512_si256(q));
 }
 
 // Named accumulators (not an array): GCC keeps all 24 in zmm registers only this way. Rows r ≥ R and vectors
@@ -175,72 +209,72 @@ void tile(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int32
     if constexpr (Edge) {
       edge_row<NV>(c00, c01, c02, 0, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 0 * ldc, m0, c00);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 0 * ldc + 16, m1, c01);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 0 * ldc + 32, m2, c02);
+      store_i32(c + 0 * ldc, m0, c00);
+      if constexpr (NV > 1) store_i32(c + 0 * ldc + 16, m1, c01);
+      if constexpr (NV > 2) store_i32(c + 0 * ldc + 32, m2, c02);
     }
   }
   if constexpr (R > 1) {
     if constexpr (Edge) {
       edge_row<NV>(c10, c11, c12, 1, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 1 * ldc, m0, c10);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 1 * ldc + 16, m1, c11);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 1 * ldc + 32, m2, c12);
+      store_i32(c + 1 * ldc, m0, c10);
+      if constexpr (NV > 1) store_i32(c + 1 * ldc + 16, m1, c11);
+      if constexpr (NV > 2) store_i32(c + 1 * ldc + 32, m2, c12);
     }
   }
   if constexpr (R > 2) {
     if constexpr (Edge) {
       edge_row<NV>(c20, c21, c22, 2, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 2 * ldc, m0, c20);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 2 * ldc + 16, m1, c21);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 2 * ldc + 32, m2, c22);
+      store_i32(c + 2 * ldc, m0, c20);
+      if constexpr (NV > 1) store_i32(c + 2 * ldc + 16, m1, c21);
+      if constexpr (NV > 2) store_i32(c + 2 * ldc + 32, m2, c22);
     }
   }
   if constexpr (R > 3) {
     if constexpr (Edge) {
       edge_row<NV>(c30, c31, c32, 3, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 3 * ldc, m0, c30);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 3 * ldc + 16, m1, c31);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 3 * ldc + 32, m2, c32);
+      store_i32(c + 3 * ldc, m0, c30);
+      if constexpr (NV > 1) store_i32(c + 3 * ldc + 16, m1, c31);
+      if constexpr (NV > 2) store_i32(c + 3 * ldc + 32, m2, c32);
     }
   }
   if constexpr (R > 4) {
     if constexpr (Edge) {
       edge_row<NV>(c40, c41, c42, 4, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 4 * ldc, m0, c40);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 4 * ldc + 16, m1, c41);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 4 * ldc + 32, m2, c42);
+      store_i32(c + 4 * ldc, m0, c40);
+      if constexpr (NV > 1) store_i32(c + 4 * ldc + 16, m1, c41);
+      if constexpr (NV > 2) store_i32(c + 4 * ldc + 32, m2, c42);
     }
   }
   if constexpr (R > 5) {
     if constexpr (Edge) {
       edge_row<NV>(c50, c51, c52, 5, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 5 * ldc, m0, c50);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 5 * ldc + 16, m1, c51);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 5 * ldc + 32, m2, c52);
+      store_i32(c + 5 * ldc, m0, c50);
+      if constexpr (NV > 1) store_i32(c + 5 * ldc + 16, m1, c51);
+      if constexpr (NV > 2) store_i32(c + 5 * ldc + 32, m2, c52);
     }
   }
   if constexpr (R > 6) {
     if constexpr (Edge) {
       edge_row<NV>(c60, c61, c62, 6, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 6 * ldc, m0, c60);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 6 * ldc + 16, m1, c61);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 6 * ldc + 32, m2, c62);
+      store_i32(c + 6 * ldc, m0, c60);
+      if constexpr (NV > 1) store_i32(c + 6 * ldc + 16, m1, c61);
+      if constexpr (NV > 2) store_i32(c + 6 * ldc + 32, m2, c62);
     }
   }
   if constexpr (R > 7) {
     if constexpr (Edge) {
       edge_row<NV>(c70, c71, c72, 7, m0, m1, m2, *edge);
     } else {
-      _mm512_mask_storeu_epi32(c + 7 * ldc, m0, c70);
-      if constexpr (NV > 1) _mm512_mask_storeu_epi32(c + 7 * ldc + 16, m1, c71);
-      if constexpr (NV > 2) _mm512_mask_storeu_epi32(c + 7 * ldc + 32, m2, c72);
+      store_i32(c + 7 * ldc, m0, c70);
+      if constexpr (NV > 1) store_i32(c + 7 * ldc + 16, m1, c71);
+      if constexpr (NV > 2) store_i32(c + 7 * ldc + 32, m2, c72);
     }
   }
 }
@@ -661,17 +695,17 @@ __attribute__((noinline)) void edge_tile_runs(const int32_t* acc, int rows, __mm
 __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v, __mmask16 m, const TileEdge& e) {
   const __m512i x = _mm512_add_epi32(acc, _mm512_set1_epi32(e.bias[r]));
   if (e.raw) {
-    _mm512_mask_storeu_epi32(static_cast<int32_t*>(e.out[r]) + 16 * v, m, x);
+    store_i32(static_cast<int32_t*>(e.out[r]) + 16 * v, m, x);
   } else if (e.tables != nullptr) {
     const ThresholdTable* t = e.tables[r];
     const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
     store_levels(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, lv);
   } else if (e.row_scale != nullptr) {
-    _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m,
+    store_f32(static_cast<float*>(e.out[r]) + 16 * v, m,
                           edge_float_scaled16(acc, e.row_scale[r], e.bias[r], e.scale[r]));
   } else {
     const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm512_mask_storeu_ps(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));
+    store_f32(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));
   }
 }
 
@@ -820,7 +854,7 @@ uint8_t lookup(const uint8_t* x, int16_t* y, size_t n, const int16_t* table256) 
     const __mmask32 m = tail_mask32(n - i);
     const __m256i b = _mm256_maskz_loadu_epi8(m, x + i);
     mx = _mm256_max_epu8(mx, b);
-    _mm512_mask_storeu_epi16(y + i, m, table(_mm512_cvtepu8_epi16(b)));
+    store_i16(y + i, m, table(_mm512_cvtepu8_epi16(b)));
   }
   return hmax_u8(mx);
 }
@@ -843,9 +877,9 @@ uint8_t pair_levels(const uint8_t* x0, const uint8_t* x1, int32_t* dst, size_t n
     mx = _mm256_max_epu8(mx, _mm256_max_epu8(b0, b1));
     const __m512i a = table(_mm512_cvtepu8_epi16(b0));
     const __m512i b = x1 != nullptr ? table(_mm512_cvtepu8_epi16(b1)) : _mm512_setzero_si512();
-    _mm512_mask_storeu_epi32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(a, lo, b));
+    store_i32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(a, lo, b));
     if (cnt > 16)
-      _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(a, hi, b));
+      store_i32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(a, hi, b));
   }
   return hmax_u8(mx);
 }
@@ -872,9 +906,9 @@ uint8_t quad_levels(const uint8_t* x0, const uint8_t* x1, const uint8_t* x2, con
     }
     const __m512i w01 = _mm512_or_si512(w[0], _mm512_slli_epi16(w[1], 8));
     const __m512i w23 = _mm512_or_si512(w[2], _mm512_slli_epi16(w[3], 8));
-    _mm512_mask_storeu_epi32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(w01, lo, w23));
+    store_i32(dst + i, tail_mask(static_cast<int>(cnt)), _mm512_permutex2var_epi16(w01, lo, w23));
     if (cnt > 16)
-      _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(w01, hi, w23));
+      store_i32(dst + i + 16, tail_mask(static_cast<int>(cnt - 16)), _mm512_permutex2var_epi16(w01, hi, w23));
   }
   return hmax_u8(mx);
 }
@@ -927,8 +961,8 @@ WQ_VBMI uint8_t lookup_vbmi(const uint8_t* x, int16_t* y, size_t n, const int16_
     mx = _mm512_max_epu8(mx, b);
     __m512i lo, hi;
     lookup64(_mm512_permutexvar_epi64(order, b), t, &lo, &hi);
-    _mm512_mask_storeu_epi16(y + i, tail_mask32(cnt), _mm512_unpacklo_epi8(lo, hi));
-    if (cnt > 32) _mm512_mask_storeu_epi16(y + i + 32, tail_mask32(cnt - 32), _mm512_unpackhi_epi8(lo, hi));
+    store_i16(y + i, tail_mask32(cnt), _mm512_unpacklo_epi8(lo, hi));
+    if (cnt > 32) store_i16(y + i + 32, tail_mask32(cnt - 32), _mm512_unpackhi_epi8(lo, hi));
   }
   return hmax_u8_512(mx);
 }
@@ -952,10 +986,10 @@ WQ_VBMI uint8_t pair_levels_vbmi(const uint8_t* x0, const uint8_t* x1, int32_t* 
     const __m512i w0l = _mm512_unpacklo_epi8(lo0, hi0), w0h = _mm512_unpackhi_epi8(lo0, hi0);
     const __m512i w1l = _mm512_unpacklo_epi8(lo1, hi1), w1h = _mm512_unpackhi_epi8(lo1, hi1);
     const int c = static_cast<int>(cnt);
-    _mm512_mask_storeu_epi32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w0l, w1l));
-    if (c > 16) _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w0l, w1l));
-    if (c > 32) _mm512_mask_storeu_epi32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w0h, w1h));
-    if (c > 48) _mm512_mask_storeu_epi32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w0h, w1h));
+    store_i32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w0l, w1l));
+    if (c > 16) store_i32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w0l, w1l));
+    if (c > 32) store_i32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w0h, w1h));
+    if (c > 48) store_i32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w0h, w1h));
   }
   return hmax_u8_512(mx);
 }
@@ -988,10 +1022,10 @@ WQ_VBMI uint8_t quad_levels_vbmi(const uint8_t* x0, const uint8_t* x1, const uin
     const __m512i w01l = _mm512_unpacklo_epi8(b[0], b[1]), w01h = _mm512_unpackhi_epi8(b[0], b[1]);
     const __m512i w23l = _mm512_unpacklo_epi8(b[2], b[3]), w23h = _mm512_unpackhi_epi8(b[2], b[3]);
     const int c = static_cast<int>(cnt);
-    _mm512_mask_storeu_epi32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w01l, w23l));
-    if (c > 16) _mm512_mask_storeu_epi32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w01l, w23l));
-    if (c > 32) _mm512_mask_storeu_epi32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w01h, w23h));
-    if (c > 48) _mm512_mask_storeu_epi32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w01h, w23h));
+    store_i32(dst + i, tail_mask(c), _mm512_unpacklo_epi16(w01l, w23l));
+    if (c > 16) store_i32(dst + i + 16, tail_mask(c - 16), _mm512_unpackhi_epi16(w01l, w23l));
+    if (c > 32) store_i32(dst + i + 32, tail_mask(c - 32), _mm512_unpacklo_epi16(w01h, w23h));
+    if (c > 48) store_i32(dst + i + 48, tail_mask(c - 48), _mm512_unpackhi_epi16(w01h, w23h));
   }
   return hmax_u8_512(mx);
 }
@@ -1036,7 +1070,7 @@ WQ_VBMI void qdecode_vbmi(const uint8_t* x, float* y, size_t n, const float* tab
     __m512i dec[4];
     decode_planes64(t, x + i, cnt, dec);
     for (int q = 0; q < 4 && 16 * q < static_cast<int>(cnt); ++q)
-      _mm512_mask_storeu_epi32(y + i + 16 * q, tail_mask(static_cast<int>(cnt) - 16 * q), dec[q]);
+      store_i32(y + i + 16 * q, tail_mask(static_cast<int>(cnt) - 16 * q), dec[q]);
   }
 }
 
@@ -1049,7 +1083,7 @@ void pair_floats(const float* x0, const float* x1, int32_t* dst, size_t n, float
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i a = _mm512_and_si512(quantize16(x0 + i, m, s, lo, hi), low16);
     const __m512i b = x1 != nullptr ? _mm512_slli_epi32(quantize16(x1 + i, m, s, lo, hi), 16) : _mm512_setzero_si512();
-    _mm512_mask_storeu_epi32(dst + i, m, _mm512_or_si512(a, b));
+    store_i32(dst + i, m, _mm512_or_si512(a, b));
   }
 }
 
@@ -1067,7 +1101,7 @@ void quad_floats(const float* x0, const float* x1, const float* x2, const float*
     const __m512i q = _mm512_or_si512(_mm512_or_si512(byte(x0, i, m), _mm512_slli_epi32(byte(x1, i, m), 8)),
                                       _mm512_or_si512(_mm512_slli_epi32(byte(x2, i, m), 16),
                                                       _mm512_slli_epi32(byte(x3, i, m), 24)));
-    _mm512_mask_storeu_epi32(dst + i, m, q);
+    store_i32(dst + i, m, q);
   }
 }
 
@@ -1080,14 +1114,14 @@ void edge_float(const int32_t* acc, float* y, size_t n, int32_t bias, float scal
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
     const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, acc + i), b);
     const __m512 f = _mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(f, s));
+    store_f32(y + i, m, _mm512_mul_ps(f, s));
   }
 }
 
 void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int32_t r, float scale) {
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm512_mask_storeu_ps(y + i, m, edge_float_scaled16(_mm512_maskz_loadu_epi32(m, acc + i), r, bias, scale));
+    store_f32(y + i, m, edge_float_scaled16(_mm512_maskz_loadu_epi32(m, acc + i), r, bias, scale));
   }
 }
 
@@ -1095,7 +1129,7 @@ void edge_float_scaled(const int32_t* acc, float* y, size_t n, int32_t bias, int
 void scale_rows(const int32_t* acc, int32_t* y, size_t n, int32_t r) {
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm512_mask_storeu_epi32(y + i, m, scale_row(_mm512_maskz_loadu_epi32(m, acc + i), r));
+    store_i32(y + i, m, scale_row(_mm512_maskz_loadu_epi32(m, acc + i), r));
   }
 }
 
@@ -1526,7 +1560,7 @@ WQ_VBMI inline void transpose16_u8(const uint8_t* src, int64_t ss, int rows, int
                           _mm512_permutex2var_epi8(a1, i20, b1), _mm512_permutex2var_epi8(a1, i21, b1)};
   if (ds == 16 && store == 16) {
     for (int m = 0; m < 4; ++m)
-      _mm512_mask_storeu_epi8(dst + 64 * m, bytes_mask(static_cast<size_t>(std::max(0, dst_rows - 4 * m)) * 16), out[m]);
+      store_i8(dst + 64 * m, bytes_mask(static_cast<size_t>(std::max(0, dst_rows - 4 * m)) * 16), out[m]);
     return;
   }
   const __mmask16 sm = tail_mask(store);
@@ -1749,7 +1783,7 @@ inline void copy_run_vectors(const int32_t* src, int32_t* out, int64_t len, bool
                              : _mm512_permutex2var_epi32(_mm512_loadu_si512(src + 2 * i), evens,
                                                          _mm512_loadu_si512(src + 2 * i + 16));
     if (!last) _mm512_storeu_si512(out + i, v);
-    else _mm512_mask_storeu_epi32(out + i, tail_mask(static_cast<int>(len - i < 16 ? len - i : 16)), v);
+    else store_i32(out + i, tail_mask(static_cast<int>(len - i < 16 ? len - i : 16)), v);
   }
 }
 
@@ -1775,7 +1809,7 @@ inline __m512i pair_max_u8(__m512i v) {
 void max_rows(uint8_t* acc, const uint8_t* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 64) {
     const __mmask64 m = tail_mask64(n - i);
-    _mm512_mask_storeu_epi8(acc + i, m, _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, acc + i), _mm512_maskz_loadu_epi8(m, x + i)));
+    store_i8(acc + i, m, _mm512_max_epu8(_mm512_maskz_loadu_epi8(m, acc + i), _mm512_maskz_loadu_epi8(m, x + i)));
   }
 }
 
@@ -1787,7 +1821,7 @@ void max_window(const uint8_t* r, uint8_t* y, int64_t n, int64_t kw, int64_t sw,
       const __mmask64 m = tail_mask64(n - i);
       __m512i v = _mm512_maskz_loadu_epi8(m, r + i);
       for (int64_t kx = 1; kx < kw; ++kx) v = _mm512_max_epu8(v, _mm512_maskz_loadu_epi8(m, r + i + kx * dw));
-      _mm512_mask_storeu_epi8(y + i, m, v);
+      store_i8(y + i, m, v);
     }
     return;
   }
@@ -1837,7 +1871,7 @@ namespace {
 void max_rows_i32(int32_t* acc, const int32_t* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(static_cast<int>(n - i < 16 ? n - i : 16));
-    _mm512_mask_storeu_epi32(acc + i, m, _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, acc + i), _mm512_maskz_loadu_epi32(m, x + i)));
+    store_i32(acc + i, m, _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, acc + i), _mm512_maskz_loadu_epi32(m, x + i)));
   }
 }
 
@@ -1849,7 +1883,7 @@ void max_window_i32(const int32_t* r, int32_t* y, int64_t n, int64_t kw, int64_t
     for (int64_t i = 0; i < n; i += 16) {
       __m512i v = _mm512_loadu_si512(r + i);
       for (int64_t kx = 1; kx < kw; ++kx) v = _mm512_max_epi32(v, _mm512_loadu_si512(r + i + kx));
-      _mm512_mask_storeu_epi32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
+      store_i32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
     }
     return;
   }
@@ -1860,7 +1894,7 @@ void max_window_i32(const int32_t* r, int32_t* y, int64_t n, int64_t kw, int64_t
       __m512i v = _mm512_permutex2var_epi32(_mm512_loadu_si512(b), evens, _mm512_loadu_si512(b + 16));
       for (int64_t kx = 1; kx < kw; ++kx)
         v = _mm512_max_epi32(v, _mm512_permutex2var_epi32(_mm512_loadu_si512(b + kx), evens, _mm512_loadu_si512(b + kx + 16)));
-      _mm512_mask_storeu_epi32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
+      store_i32(y + i, tail_mask(static_cast<int>(n - i < 16 ? n - i : 16)), v);
     }
     return;
   }
@@ -1883,7 +1917,7 @@ void max_pool_i32(const PoolPlaneI32& p) {
         const __m512i a = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m0, r0 + 2 * i), _mm512_maskz_loadu_epi32(m0, r1 + 2 * i));
         const __m512i b = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m1, r0 + 2 * i + 16), _mm512_maskz_loadu_epi32(m1, r1 + 2 * i + 16));
         const __m512i v = _mm512_max_epi32(_mm512_permutex2var_epi32(a, evens, b), _mm512_permutex2var_epi32(a, odds, b));
-        _mm512_mask_storeu_epi32(p.y + oy * p.ow + i, tail_mask(static_cast<int>(cnt)), v);
+        store_i32(p.y + oy * p.ow + i, tail_mask(static_cast<int>(cnt)), v);
       }
     }
     return;

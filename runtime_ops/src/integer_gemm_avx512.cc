@@ -52,9 +52,11 @@ enum class Dot { kS16Pairs, kU8S8Quads };
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// Stores under a lane mask: a plain store when every lane is set. On Zen 4 a masked store to memory costs several
-// times a plain one even with every lane set (MobileNetV2 (8,8), batch 1, one thread: the 48-byte tile rows of the
-// level edges alone as two plain stores took the model 7.21 -> 6.89 ms; docs/decisions.md, "Masked stores").
+// Stores under a lane mask: a plain store when every lane is set. On Zen 4 a masked store does not forward its data
+// to a load that soon reads it back (tile accumulators, pair rows, a join's float edge): a 64-byte store and its
+// reload took 1.07 ns masked against 0.70 plain even with every lane set, and an unaligned 48-byte row 0.90 ns as
+// one masked store against 0.80 as 32 + 16 plain bytes. MobileNetV2 (8,8), batch 1, one thread: 4 % faster
+// (docs/decisions.md, "Masked stores").
 __attribute__((always_inline)) inline void store_i32(void* p, __mmask16 m, __m512i v) {
   if (m == __mmask16(0xFFFF)) _mm512_storeu_si512(p, v);
   else _mm512_mask_storeu_epi32(p, m, v);

@@ -167,10 +167,12 @@ def profile_cells(model: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict
     for t in threads:
         for b in batches:
             feed = batch_of(feeds, b)
-            fp32, wq = (profile_session(lambda so, ours=ours: _open(m, so, ours), _options(t), feed, runs, warmup)
-                        for m, ours in ((model, False), (compiled, True)))
+
+            def profile(m: onnx.ModelProto, ours: bool) -> list:
+                return profile_session(lambda so: _open(m, so, ours), _options(t), feed, runs, warmup)
+
             out.append(format_profile(f"kernel time per op type, median of {runs} profiled runs: "
-                                      f"{t} thread(s), batch {b}", fp32, wq))
+                                      f"{t} thread(s), batch {b}", profile(model, False), profile(compiled, True)))
     return out
 
 

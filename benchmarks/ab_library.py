@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -38,17 +39,8 @@ def _options(threads: int) -> ort.SessionOptions:
 
 def _session_with(library: Path, env: dict[str, str], model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     """A session of ``model`` on ``library``, opened with ``env`` set (and restored afterwards)."""
-    saved = {k: os.environ.get(k) for k in [runtime.ENV_LIBRARY, *env]}
-    os.environ[runtime.ENV_LIBRARY] = str(library)
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, {runtime.ENV_LIBRARY: str(library), **env}):
         return runtime.InferenceSession(model, _options(threads))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def ab(fp32: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.ndarray], base: Path, new: Path, *,

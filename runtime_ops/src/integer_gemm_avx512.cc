@@ -88,10 +88,8 @@ __attribute__((always_inline)) inline void store_levels4(uint8_t* out, __m512i l
   const __mmask64 m = static_cast<__mmask64>(m0) | static_cast<__mmask64>(m1) << 16 |
                       static_cast<__mmask64>(m2) << 32 | static_cast<__mmask64>(m3) << 48;
   const __m512i v = _mm512_permutexvar_epi32(order, b);
-  // plain stores for the whole first 16, 32, 48 or 64 bytes (constant masks fold); a masked store otherwise
-  if (m == ~__mmask64(0)) {
-    _mm512_storeu_si512(out, v);
-  } else if (m == (__mmask64(1) << 48) - 1) {   // a tile row of 48 levels
+  // plain stores for the first 16, 32 or 48 bytes (constant masks fold); store_i8 for all 64 or any other mask
+  if (m == (__mmask64(1) << 48) - 1) {   // a tile row of 48 levels
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_castsi512_si256(v));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm512_extracti32x4_epi32(v, 2));
   } else if (m == (__mmask64(1) << 32) - 1) {
@@ -99,7 +97,7 @@ __attribute__((always_inline)) inline void store_levels4(uint8_t* out, __m512i l
   } else if (m == (__mmask64(1) << 16) - 1) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_castsi512_si128(v));
   } else {
-    _mm512_mask_storeu_epi8(out, m, v);
+    store_i8(out, m, v);
   }
 }
 __attribute__((always_inline)) inline void store_levels(uint8_t* out, __mmask16 m, __m512i l) {
@@ -703,8 +701,7 @@ __attribute__((always_inline)) inline void edge_vector(__m512i acc, int r, int v
     const __m512i lv = t->blocks == 1 ? search16(x, _mm512_load_si512(t->padded)) : count_levels_far(x, t);
     store_levels(static_cast<uint8_t*>(e.out[r]) + 16 * v, m, lv);
   } else if (e.row_scale != nullptr) {
-    store_f32(static_cast<float*>(e.out[r]) + 16 * v, m,
-                          edge_float_scaled16(acc, e.row_scale[r], e.bias[r], e.scale[r]));
+    store_f32(static_cast<float*>(e.out[r]) + 16 * v, m, edge_float_scaled16(acc, e.row_scale[r], e.bias[r], e.scale[r]));
   } else {
     const __m512 f = _mm512_cvt_roundepi32_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     store_f32(static_cast<float*>(e.out[r]) + 16 * v, m, _mm512_mul_ps(f, _mm512_set1_ps(e.scale[r])));

@@ -27,26 +27,20 @@ import onnx
 import onnxruntime as ort
 
 from wqcompile import runtime
-from wqcompile.bench import SETTLE_SECONDS, batch_of, calibration_feeds, time_interleaved_rounds, with_dynamic_batch
-
-
-def _options(threads: int) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return so
+from wqcompile.bench import (SETTLE_SECONDS, batch_of, calibration_feeds, open_session, session_options,
+                             time_interleaved_rounds, with_dynamic_batch)
 
 
 def _session_with(library: Path, env: dict[str, str], model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     """A session of ``model`` on ``library``, opened with ``env`` set (and restored afterwards)."""
     with mock.patch.dict(os.environ, {runtime.ENV_LIBRARY: str(library), **env}):
-        return runtime.InferenceSession(model, _options(threads))
+        return open_session(model, session_options(threads), True)
 
 
 def ab(fp32: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.ndarray], base: Path, new: Path, *,
        threads: int, rounds: int, warmup: int = 5, new_env: dict[str, str] | None = None) -> dict[str, float]:
     """Median latencies (ms) of FP32, base and new, and the quartiles of the per-round new/base ratios."""
-    sessions = [ort.InferenceSession(fp32.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"]),
+    sessions = [open_session(fp32, session_options(threads), False),
                 _session_with(base, {}, compiled, threads), _session_with(new, new_env or {}, compiled, threads)]
     out_base, out_new = (s.run(None, feeds) for s in sessions[1:])
     for a, b in zip(out_base, out_new):

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from benchmarks.run_all import TASKS
+from benchmarks.run_all import TASKS, Task
+from wqcompile.model_io import save_model_atomic, write_bytes_atomic
 
 MODELS = ("mnist", "mobilenet", "opennsfw")
 BITS = ("4,4", "4,8", "8,8")
@@ -31,7 +29,7 @@ CALIB_SAMPLES = {"mnist": 32, "mobilenet": 64, "opennsfw": 32}
 CELLS = ((1, 1), (1, 32), (2, 1), (2, 32))
 
 
-def compiled_model(key: str, bits: str, weight_quantizer: str, out: Path) -> Path:
+def compiled_model(key: str, task: Task, bits: str, weight_quantizer: str, out: Path) -> Path:
     """The compiled model of ``key`` at ``bits``, from the cache or compiled now (written atomically)."""
     from wqcompile.api import compile_model
     from wqcompile.config import QuantConfig
@@ -39,15 +37,11 @@ def compiled_model(key: str, bits: str, weight_quantizer: str, out: Path) -> Pat
     path = out / f"{key}_{bits.replace(',', '')}_{weight_quantizer}.onnx"
     if path.is_file():
         return path
-    task = TASKS[key]()
     wbits, abits = bits.split(",")
     config = QuantConfig(weight_bits=wbits, act_bits=abits, weight_quantizer=weight_quantizer,
                          max_calib_samples=CALIB_SAMPLES[key], progress=False, verify_samples=2)
-    result = compile_model(task.model, task.calib, config)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    onnx.save(result.model, tmp)
-    os.replace(tmp, path)
+    save_model_atomic(compile_model(task.model, task.calib, config).model, path)
     return path
 
 
@@ -74,8 +68,7 @@ def summary(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     for key, per_model in results.items():
         lines.append(f"| {names.get(key, key)} | " + " | ".join(cell_text(per_model[b]) if b in per_model else ""
                                                                for b in bits) + " |")
-        wq = [b for b in per_model if b.endswith("wq")]
-        if wq:
+        if any(b.endswith("wq") for b in per_model):
             lines.append(f"| {names.get(key, key)}, WQ codebooks at 8 bits | "
                          + " | ".join(cell_text(per_model[b + " wq"]) if b + " wq" in per_model else "" for b in bits)
                          + " |")
@@ -112,12 +105,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if key in args.wq_at_8.split(","):
             runs += [(b, "wq", b + " wq") for b in bits if b.startswith("8")]
         for b, quantizer, label in runs:
-            path = compiled_model(key, b, quantizer, args.out)
+            path = compiled_model(key, task, b, quantizer, args.out)
             print(f"== {key} ({b}) {quantizer} weights", flush=True)
             report = run_bench(task.path, calib=calib, compiled_path=path, repeats=args.repeats, int8=False)
             results.setdefault(key, {})[label] = report["rows"]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_bytes_atomic(args.out / "results.json", json.dumps(results, indent=2).encode())
     print(summary(results))
     return results
 

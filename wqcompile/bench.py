@@ -138,7 +138,8 @@ def quantize_int8(model: onnx.ModelProto, feeds: dict[str, np.ndarray], workdir:
     return onnx.load(dst)
 
 
-def _options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int) -> ort.SessionOptions:
+    """The options every timed session gets: ``threads`` intra-op threads, one inter-op, sequential."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -146,7 +147,8 @@ def _options(threads: int) -> ort.SessionOptions:
     return so
 
 
-def _open(model: onnx.ModelProto, so: ort.SessionOptions, ours: bool) -> ort.InferenceSession:
+def open_session(model: onnx.ModelProto, so: ort.SessionOptions, ours: bool) -> ort.InferenceSession:
+    """``model`` on onnxruntime's CPU provider, with our library registered when ``ours``."""
     if ours:
         from wqcompile.runtime import InferenceSession
 
@@ -155,7 +157,7 @@ def _open(model: onnx.ModelProto, so: ort.SessionOptions, ours: bool) -> ort.Inf
 
 
 def _session(model: onnx.ModelProto, threads: int, ours: bool) -> ort.InferenceSession:
-    return _open(model, _options(threads), ours)
+    return open_session(model, session_options(threads), ours)
 
 
 def profile_cells(model: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.ndarray], *,
@@ -169,7 +171,7 @@ def profile_cells(model: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict
             feed = batch_of(feeds, b)
 
             def profile(m: onnx.ModelProto, ours: bool) -> list:
-                return profile_session(lambda so: _open(m, so, ours), _options(t), feed, runs, warmup)
+                return profile_session(lambda so: open_session(m, so, ours), session_options(t), feed, runs, warmup)
 
             out.append(format_profile(f"kernel time per op type, median of {runs} profiled runs: "
                                       f"{t} thread(s), batch {b}", profile(model, False), profile(compiled, True)))

@@ -1,6 +1,7 @@
 // Attribute and tensor access through the onnxruntime C API, with every failure turned into wq::Error.
 #include "common.h"
 
+#include <cstdlib>
 #include <sstream>
 
 namespace wq {
@@ -158,6 +159,11 @@ bool get_string_attr(const OrtKernelInfo* info, const char* name, std::string* o
   s.resize(size > 0 ? size - 1 : 0);
   *out = s;
   return true;
+}
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && v[0] != '0';
 }
 
 }  // namespace wq

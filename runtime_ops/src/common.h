@@ -65,6 +65,8 @@ std::string node_name(const OrtKernelInfo* info);
 bool get_int_attr(const OrtKernelInfo* info, const char* name, int64_t* out);
 bool get_ints_attr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out);
 bool get_string_attr(const OrtKernelInfo* info, const char* name, std::string* out);
+// an environment switch, as WQCOMPILE_NO_VBMI: set, not empty and not starting with '0'
+bool env_flag(const char* name);
 
 const char* type_name(ONNXTensorElementDataType type);
 

@@ -443,7 +443,24 @@ struct IsaKernels {
   void (*add_qrelu_rows)(const float* a, size_t lda, const float* b, const uint8_t* lv, size_t ldb,
                          const float* table256, int table_size, uint8_t* y, size_t ldy, int rows, size_t n,
                          const FloatThresholds* t);
+
+  // ---- QGemm at a batch of a few rows over *nibble panels* (AVX-512: vpermw; nullptr elsewhere, which keeps the
+  // int16 panels). One row of a GEMV uses each weight once, so the int16 panel streams from L3 at that batch
+  // (MNIST fc1, 3136 x 128: 800 KB of int16 weights, bandwidth-bound); a panel of 16 columns whose weights take
+  // at most 16 distinct values is stored as 4-bit indices into its own table (a quarter of the bytes, resident in
+  // L2) and decoded in registers. The decoded weights are the same int16 values, so the accumulators are exact.
+  //   c[r * ldc + j] = Σ_p a[r * lda + 2p] · W[2p][j] + a[r * lda + 2p + 1] · W[2p + 1][j], j < 16, p < kp,
+  // r < rows ≤ kNibbleRows. Layout (NibblePanels): 64 bytes per block of four k-pairs; word i of block g (lane i of
+  // a vpdpwssd: column i / 2, k = 2p + i % 2) holds in its nibble q the table index of W[2p + i % 2][i / 2] for the
+  // pair p = 4g + q. table32: the panel's values, its 16 entries repeated twice (vpermw reads 5 index bits).
+  void (*gemv_nibbles)(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp,
+                       int32_t* c, size_t ldc, int rows);
 };
+
+// the rows up to which QGemm takes IsaKernels::gemv_nibbles. The decode is shared by the rows, but from about 3
+// rows on the int16 panels are no longer bandwidth-bound (MNIST fc1, one thread: 1 row 13.4 against 18.7 µs, 2 rows
+// 16.8 against 20.5, 4 rows (four accumulators each, spilled) 42.5 against 25.2)
+constexpr int kNibbleRows = 2;
 
 // The instruction set to use: WQCOMPILE_ISA=baseline|avx2|avx512 forces one (an error if this CPU lacks it);
 // unset or "auto" picks the best the CPU supports. Read when a kernel is created.

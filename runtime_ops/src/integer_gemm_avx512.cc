@@ -767,6 +767,57 @@ inline __m512i count_levels_f32(__m512 v, const FloatThresholds* t) {
   return _mm512_add_epi32(_mm512_slli_epi32(blk, 4), pos);
 }
 
+// IsaKernels::gemv_nibbles for R (1 or 2) rows. A block of four k-pairs is one 64-byte load; nibble q of every
+// word is the table index for pair 4g + q, and vpermw reads the low 5 bits of each index word, so the table
+// repeated twice makes a shift alone (no mask) select nibble q. Four accumulators per row, one per nibble: one
+// would chain four dependent vpdpwssd per block, and integer sums do not care about the order. Named accumulators,
+// as in tile: in an array GCC keeps them on the stack once there are eight.
+template <int R>
+void gemv_nibbles_rows(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp,
+                       int32_t* c, size_t ldc) {
+  static_assert(R == 1 || R == 2, "gemv_nibbles: 1 or 2 rows (kNibbleRows)");
+  const __m512i table = _mm512_loadu_si512(table32);
+  const __m512i z = _mm512_setzero_si512();
+  __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+  const char* a0 = reinterpret_cast<const char*>(a);
+  const char* a1 = reinterpret_cast<const char*>(a + (R > 1 ? lda : 0));
+// acc += the pair q of block g of row x (vpdpwssd's embedded broadcast: the pair from memory, no shuffle uop)
+#define WQ_NIBBLE_DOT(acc, x, q) \
+  __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(b##q), "m"(*reinterpret_cast<const int32_t*>(x + 16 * g + 4 * q)))
+  // the first P pairs of block g (P a constant)
+  auto block = [&](size_t g, auto pairs) __attribute__((always_inline)) {
+    constexpr int P = decltype(pairs)::value;
+    const __m512i w = _mm512_loadu_si512(nibbles + 64 * g);
+    const __m512i b0 = _mm512_permutexvar_epi16(w, table);
+    WQ_NIBBLE_DOT(c00, a0, 0);
+    if constexpr (R > 1) WQ_NIBBLE_DOT(c10, a1, 0);
+    if constexpr (P > 1) {
+      const __m512i b1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+      WQ_NIBBLE_DOT(c01, a0, 1);
+      if constexpr (R > 1) WQ_NIBBLE_DOT(c11, a1, 1);
+    }
+    if constexpr (P > 2) {
+      const __m512i b2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
+      WQ_NIBBLE_DOT(c02, a0, 2);
+      if constexpr (R > 1) WQ_NIBBLE_DOT(c12, a1, 2);
+    }
+    if constexpr (P > 3) {
+      const __m512i b3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
+      WQ_NIBBLE_DOT(c03, a0, 3);
+      if constexpr (R > 1) WQ_NIBBLE_DOT(c13, a1, 3);
+    }
+  };
+#undef WQ_NIBBLE_DOT
+  const size_t blocks = kp / 4, rest = kp % 4;
+  for (size_t g = 0; g < blocks; ++g) block(g, std::integral_constant<int, 4>{});
+  if (rest == 1) block(blocks, std::integral_constant<int, 1>{});
+  if (rest == 2) block(blocks, std::integral_constant<int, 2>{});
+  if (rest == 3) block(blocks, std::integral_constant<int, 3>{});
+  _mm512_storeu_si512(c, _mm512_add_epi32(_mm512_add_epi32(c00, c01), _mm512_add_epi32(c02, c03)));
+  if constexpr (R > 1)
+    _mm512_storeu_si512(c + ldc, _mm512_add_epi32(_mm512_add_epi32(c10, c11), _mm512_add_epi32(c12, c13)));
+}
+
 }  // namespace
 
 namespace isa_avx512 {
@@ -794,6 +845,12 @@ void gemm_tile_u8(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, siz
 void gemm_tile_u8_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
                        const TileEdge& edge) {
   tile_any<Dot::kU8S8Quads, true>(bytes_of(a), lda, bytes_of(b), ldb, kq, nullptr, 0, rows, ncols, &edge);
+}
+
+void gemv_nibbles(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp, int32_t* c,
+                  size_t ldc, int rows) {
+  if (rows == 1) gemv_nibbles_rows<1>(a, lda, nibbles, table32, kp, c, ldc);
+  else gemv_nibbles_rows<2>(a, lda, nibbles, table32, kp, c, ldc);
 }
 
 namespace {

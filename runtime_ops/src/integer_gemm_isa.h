@@ -57,5 +57,7 @@ void add_qrelu_rows_vbmi(const float* a, size_t lda, const float* b, const uint8
                          const float* table256, int table_size, uint8_t* y, size_t ldy, int rows, size_t n,
                          const FloatThresholds* t);
 uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p);
+void gemv_nibbles(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp, int32_t* c,
+                  size_t ldc, int rows);
 }
 }  // namespace wq

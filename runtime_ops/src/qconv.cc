@@ -61,12 +61,6 @@
 namespace wq {
 namespace {
 
-// an environment switch, as WQCOMPILE_NO_VBMI: set, not empty and not starting with '0'
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && v[0] != '\0' && v[0] != '0';
-}
-
 struct ConvWeights {
   std::shared_ptr<PreparedLayer> layer;
   bool u8 = false;                 // the u8 × s8 path (quad image, gemm_tile_u8); else int16 pairs

@@ -2,10 +2,13 @@
 
 All three run on onnxruntime's CPU provider in one process with the same ``intra_op_num_threads`` (and one inter-op
 thread, sequential execution). For every (threads, batch) pair the three sessions are warmed up, then timed
-*interleaved* (one run of each per round, the order rotating every round) so machine noise hits all three alike;
-the table reports medians and the ratios to FP32 and to INT8, and the quartiles of the per-round WQ/FP32 ratios
-(each round's two runs are seconds apart at most, so the machine's drift cancels in them: a ratio whose quartiles
-straddle 1.0 is a tie on this machine, not a win or a loss). With several threads each timed run is preceded by
+*interleaved* (one run of each per round, the order rotating every round) so machine noise hits all three alike.
+The table reports each model's median latency and, as the ratios, the medians of the *per-round* ratios (WQ/FP32,
+INT8/FP32, WQ/INT8) with the quartiles of WQ/FP32's: each round's runs are well under a second apart, so the
+machine's drift cancels in them (a ratio whose quartiles straddle 1.0 is a tie on this machine, not a win or a
+loss). The ratio of the two medians is printed next to it ("of med."). They agree when the machine is steady; when
+it changes speed during a cell they do not, and the ratio of medians is then the wrong one: each median can fall in
+a different phase (one cell read 1.21 as a ratio of medians while three quarters of its rounds were below 0.99). With several threads each timed run is preceded by
 a few ms of untimed runs of the same session (SETTLE_SECONDS), so the other sessions' spinning pool threads are
 asleep and do not steal the cores.
 
@@ -49,22 +52,36 @@ class BenchRow:
     int8_ms: float | None
     # quartiles (q1, q3) of the per-round ratios wq / fp32 (rounds pair runs that are close in time)
     wq_vs_fp32_quartiles: tuple[float, float] | None = None
+    # medians of the per-round ratios (None: not measured in rounds; the ratios then fall back to the medians')
+    wq_vs_fp32_paired: float | None = None
+    int8_vs_fp32_paired: float | None = None
+    wq_vs_int8_paired: float | None = None
 
     @property
     def wq_vs_fp32(self) -> float:
+        """The headline ratio: the median of the per-round ratios (see the module docstring)."""
+        return self.wq_vs_fp32_paired if self.wq_vs_fp32_paired is not None else self.wq_vs_fp32_of_medians
+
+    @property
+    def wq_vs_fp32_of_medians(self) -> float:
         return self.wq_ms / self.fp32_ms
 
     @property
     def int8_vs_fp32(self) -> float | None:
-        return None if self.int8_ms is None else self.int8_ms / self.fp32_ms
+        if self.int8_ms is None:
+            return None
+        return self.int8_vs_fp32_paired if self.int8_vs_fp32_paired is not None else self.int8_ms / self.fp32_ms
 
     @property
     def wq_vs_int8(self) -> float | None:
-        return None if self.int8_ms is None else self.wq_ms / self.int8_ms
+        if self.int8_ms is None:
+            return None
+        return self.wq_vs_int8_paired if self.wq_vs_int8_paired is not None else self.wq_ms / self.int8_ms
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(wq_vs_fp32=self.wq_vs_fp32, int8_vs_fp32=self.int8_vs_fp32, wq_vs_int8=self.wq_vs_int8)
+        d.update(wq_vs_fp32=self.wq_vs_fp32, wq_vs_fp32_of_medians=self.wq_vs_fp32_of_medians,
+                 int8_vs_fp32=self.int8_vs_fp32, wq_vs_int8=self.wq_vs_int8)
         return d
 
 
@@ -178,11 +195,11 @@ def profile_cells(model: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict
     return out
 
 
-def ratio_quartiles(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
-    """Quartiles (q1, q3) of the per-round ratios num[r] / den[r]."""
+def paired_ratios(num: Sequence[float], den: Sequence[float]) -> tuple[float, float, float]:
+    """Quartiles (q1, median, q3) of the per-round ratios num[r] / den[r]."""
     ratios = np.asarray(num, dtype=np.float64) / np.asarray(den, dtype=np.float64)
-    q1, q3 = np.percentile(ratios, [25, 75])
-    return float(q1), float(q3)
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return float(q1), float(med), float(q3)
 
 
 def time_interleaved_rounds(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int,
@@ -225,8 +242,12 @@ def bench(model: onnx.ModelProto, compiled: onnx.ModelProto, int8: onnx.ModelPro
             runners = [lambda s=s: s.run(None, feed) for s in sessions]
             times = time_interleaved_rounds(runners, repeats, warmup, settle=SETTLE_SECONDS if t > 1 else 0.0)
             med = [statistics.median(x) for x in times]
-            rows.append(BenchRow(t, b, med[0], med[1], med[2] if int8 is not None else None,
-                                 ratio_quartiles(times[1], times[0])))
+            q1, wq_fp32, q3 = paired_ratios(times[1], times[0])
+            row = BenchRow(t, b, med[0], med[1], med[2] if int8 is not None else None, (q1, q3), wq_fp32)
+            if int8 is not None:
+                row.int8_vs_fp32_paired = paired_ratios(times[2], times[0])[1]
+                row.wq_vs_int8_paired = paired_ratios(times[1], times[2])[1]
+            rows.append(row)
             logger.info("threads %d batch %d: %s", t, b, med)
     return rows
 
@@ -257,7 +278,7 @@ def thread_scaling_notes(rows: Sequence[BenchRow]) -> list[str]:
 
 def format_table(title: str, rows: Sequence[BenchRow]) -> str:
     head = (f"{'threads':>7} {'batch':>5} {'FP32 ms':>9} {'WQ ms':>9} {'INT8 ms':>9} {'WQ/FP32':>8} {'(q1-q3)':>11} "
-            f"{'INT8/FP32':>9} {'WQ/INT8':>8}")
+            f"{'of med.':>8} {'INT8/FP32':>9} {'WQ/INT8':>8}")
     lines = [title, head]
     for r in rows:
         i8 = f"{r.int8_ms:9.2f}" if r.int8_ms is not None else f"{'-':>9}"
@@ -266,7 +287,7 @@ def format_table(title: str, rows: Sequence[BenchRow]) -> str:
         q = r.wq_vs_fp32_quartiles
         spread = f"{q[0]:.2f}-{q[1]:.2f}" if q is not None else "-"
         lines.append(f"{r.threads:>7} {r.batch:>5} {r.fp32_ms:9.2f} {r.wq_ms:9.2f} {i8} {r.wq_vs_fp32:8.2f} {spread:>11} "
-                     f"{i8r} {wi}")
+                     f"{r.wq_vs_fp32_of_medians:8.2f} {i8r} {wi}")
     return "\n".join(lines)
 
 
@@ -299,8 +320,8 @@ def run_bench(model_path: str | Path, *, calib: Any = None, wbits: str = "4", ab
             int8_model = quantize_int8(model, feeds, Path(tmp))
     rows = bench(model, compiled, int8_model, feeds, batches=batches, threads=threads, repeats=repeats,
                  warmup=warmup)
-    title = (f"{Path(model_path).name} {config}: median latency over {repeats} interleaved rounds "
-             "(q1-q3: quartiles of the per-round WQ/FP32 ratios)")
+    title = (f"{Path(model_path).name} {config}: median latency over {repeats} interleaved rounds; ratios: median of "
+             "the per-round ratios (q1-q3: WQ/FP32's quartiles; of med.: WQ ms / FP32 ms)")
     echo(format_table(title, rows))
     for line in thread_scaling_notes(rows):
         echo(line)

@@ -781,33 +781,27 @@ void gemv_nibbles_rows(const int16_t* a, size_t lda, const uint8_t* nibbles, con
   __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
   const char* a0 = reinterpret_cast<const char*>(a);
   const char* a1 = reinterpret_cast<const char*>(a + (R > 1 ? lda : 0));
-// acc += the pair q of block g of row x (vpdpwssd's embedded broadcast: the pair from memory, no shuffle uop)
-#define WQ_NIBBLE_DOT(acc, x, q) \
-  __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(b##q), "m"(*reinterpret_cast<const int32_t*>(x + 16 * g + 4 * q)))
   // the first P pairs of block g (P a constant)
   auto block = [&](size_t g, auto pairs) __attribute__((always_inline)) {
     constexpr int P = decltype(pairs)::value;
     const __m512i w = _mm512_loadu_si512(nibbles + 64 * g);
-    const __m512i b0 = _mm512_permutexvar_epi16(w, table);
-    WQ_NIBBLE_DOT(c00, a0, 0);
-    if constexpr (R > 1) WQ_NIBBLE_DOT(c10, a1, 0);
-    if constexpr (P > 1) {
-      const __m512i b1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
-      WQ_NIBBLE_DOT(c01, a0, 1);
-      if constexpr (R > 1) WQ_NIBBLE_DOT(c11, a1, 1);
-    }
-    if constexpr (P > 2) {
-      const __m512i b2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
-      WQ_NIBBLE_DOT(c02, a0, 2);
-      if constexpr (R > 1) WQ_NIBBLE_DOT(c12, a1, 2);
-    }
-    if constexpr (P > 3) {
-      const __m512i b3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
-      WQ_NIBBLE_DOT(c03, a0, 3);
-      if constexpr (R > 1) WQ_NIBBLE_DOT(c13, a1, 3);
-    }
+    // pair q: its weights (nibble q), then acc_r += them · the row's pair, which vpdpwssd reads from memory as its
+    // embedded broadcast (no shuffle uop)
+    auto pair = [&](int q, __m512i& acc0, __m512i& acc1) __attribute__((always_inline)) {
+      const __m512i b = _mm512_permutexvar_epi16(q == 0 ? w : _mm512_srli_epi16(w, 4 * q), table);
+      __asm__("vpdpwssd %2%{1to16%}, %1, %0"
+              : "+v"(acc0)
+              : "v"(b), "m"(*reinterpret_cast<const int32_t*>(a0 + 16 * g + 4 * q)));
+      if constexpr (R > 1)
+        __asm__("vpdpwssd %2%{1to16%}, %1, %0"
+                : "+v"(acc1)
+                : "v"(b), "m"(*reinterpret_cast<const int32_t*>(a1 + 16 * g + 4 * q)));
+    };
+    pair(0, c00, c10);
+    if constexpr (P > 1) pair(1, c01, c11);
+    if constexpr (P > 2) pair(2, c02, c12);
+    if constexpr (P > 3) pair(3, c03, c13);
   };
-#undef WQ_NIBBLE_DOT
   const size_t blocks = kp / 4, rest = kp % 4;
   for (size_t g = 0; g < blocks; ++g) block(g, std::integral_constant<int, 4>{});
   if (rest == 1) block(blocks, std::integral_constant<int, 1>{});

@@ -82,4 +82,18 @@ def run_ort(model: onnx.ModelProto, feeds: dict, isa: str | None = None, threads
     return sess.run(None, feeds)[0]
 
 
+def run_layer_case(op: str, case: dict, *, as_inputs=False, isa: str | None = None, threads: int = 1) -> np.ndarray:
+    """One QConv / QGemm ``case`` (x, W, codebook, x_table, bias, thresholds, row_scale, attrs) on onnxruntime with
+    the library: a uint8 output when it has thresholds, else float32; with ``as_inputs`` the operands are graph
+    inputs (prepared per run) instead of initializers."""
+    inputs = [("X", case["x"]), ("W", case["W"]), ("codebook", case["codebook"]), ("x_table", case["x_table"]),
+              ("bias", case["bias"]), ("thresholds", case["thresholds"]), ("row_scale", case["row_scale"])]
+    out_dtype = np.uint8 if case["thresholds"] is not None else np.float32
+    model = model_of(op, inputs, case["attrs"], out_dtype, as_inputs=as_inputs)
+    feeds = {"X": case["x"]}
+    if as_inputs:
+        feeds.update({name: v for name, v in inputs[1:] if v is not None})
+    return run_ort(model, feeds, isa, threads)
+
+
 same_bits = bits_equal   # one definition of "bit-identical", shared with the op tests

@@ -27,7 +27,7 @@ import pytest
 
 from tests.ops.cases import random_operands
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, model_of, run_ort, same_bits
+from tests.runtime.helpers import cpu_has, run_layer_case, same_bits
 from tests.runtime.test_parity import _row_scale, _thresholds
 from wqcompile.runtime_ops.qgemm import qgemm_reference
 
@@ -80,15 +80,8 @@ def reference(case: dict) -> np.ndarray:
 
 
 def run_case(case: dict, env: dict, *, as_inputs=False, threads=1) -> np.ndarray:
-    inputs = [("X", case["x"]), ("W", case["W"]), ("codebook", case["codebook"]), ("x_table", case["x_table"]),
-              ("bias", case["bias"]), ("thresholds", case["thresholds"]), ("row_scale", case["row_scale"])]
-    out_dtype = np.uint8 if case["thresholds"] is not None else np.float32
-    model = model_of("QGemm", inputs, case["attrs"], out_dtype, as_inputs=as_inputs)
-    feeds = {"X": case["x"]}
-    if as_inputs:
-        feeds.update({name: v for name, v in inputs[1:] if v is not None})
     with switches(env):
-        return run_ort(model, feeds, threads=threads)
+        return run_layer_case("QGemm", case, as_inputs=as_inputs, threads=threads)
 
 
 @pytest.mark.parametrize("mode", MODES)

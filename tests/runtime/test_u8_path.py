@@ -26,7 +26,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, forced_isa, model_of, run_ort, same_bits
+from tests.runtime.helpers import cpu_has, forced_isa, run_layer_case, same_bits
 from tests.runtime.test_parity import AUTO_PADS, _geometry_ok, _thresholds
 from wqcompile import runtime
 from wqcompile.runtime_ops import DOMAIN
@@ -153,15 +153,8 @@ def reference(case: dict) -> np.ndarray:
 
 
 def run_case(case: dict, env: dict, *, as_inputs=False, threads=1, isa="avx512") -> np.ndarray:
-    inputs = [("X", case["x"]), ("W", case["W"]), ("codebook", case["codebook"]), ("x_table", case["x_table"]),
-              ("bias", case["bias"]), ("thresholds", case["thresholds"]), ("row_scale", case["row_scale"])]
-    out_dtype = np.uint8 if case["thresholds"] is not None else np.float32
-    model = model_of("QConv", inputs, case["attrs"], out_dtype, as_inputs=as_inputs)
-    feeds = {"X": case["x"]}
-    if as_inputs:
-        feeds.update({k: v for k, v in inputs[1:] if v is not None})
     with switches(env):
-        return run_ort(model, feeds, isa, threads)
+        return run_layer_case("QConv", case, as_inputs=as_inputs, isa=isa, threads=threads)
 
 
 def check_all_modes(case: dict, **kw) -> None:

@@ -27,8 +27,8 @@ import onnx
 import onnxruntime as ort
 
 from wqcompile import runtime
-from wqcompile.bench import (SETTLE_SECONDS, batch_of, calibration_feeds, open_session, session_options,
-                             time_interleaved_rounds, with_dynamic_batch)
+from wqcompile.bench import (SETTLE_SECONDS, batch_of, calibration_feeds, open_session, paired_ratios,
+                             session_options, time_interleaved_rounds, with_dynamic_batch)
 
 
 def _session_with(library: Path, env: dict[str, str], model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
@@ -48,10 +48,9 @@ def ab(fp32: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.nda
             raise SystemExit("the two builds give different outputs: an A/B of speed needs identical numbers")
     times = time_interleaved_rounds([lambda s=s: s.run(None, feeds) for s in sessions], rounds, warmup,
                                     settle=SETTLE_SECONDS if threads > 1 else 0.0)
-    ratios = np.asarray(times[2]) / np.asarray(times[1])
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    q1, med, q3 = paired_ratios(times[2], times[1])
     return {"fp32_ms": statistics.median(times[0]), "base_ms": statistics.median(times[1]),
-            "new_ms": statistics.median(times[2]), "new_vs_base": float(med), "q1": float(q1), "q3": float(q3)}
+            "new_ms": statistics.median(times[2]), "new_vs_base": med, "q1": q1, "q3": q3}
 
 
 def main(argv: list[str] | None = None) -> None:

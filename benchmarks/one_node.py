@@ -23,16 +23,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from wqcompile.bench import open_session, session_options
+from wqcompile.runtime import node_attr
 from wqcompile.runtime_ops import DOMAIN
 
 X_TABLE, THRESHOLDS = 3, 5   # input positions shared by QConv and QGemm (runtime_ops' op contract)
-
-
-def _attr(node: onnx.NodeProto, name: str):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return None
 
 
 def one_node_model(model: onnx.ModelProto, name: str, rows: int,
@@ -45,13 +39,13 @@ def one_node_model(model: onnx.ModelProto, name: str, rows: int,
     if node.domain != DOMAIN or node.op_type not in ("QGemm", "QConv"):
         raise SystemExit(f"{name}: a {node.domain or 'ai.onnx'} {node.op_type} node; only our QGemm and QConv are "
                          "supported")
-    w_shape = list(_attr(node, "w_shape"))
+    w_shape = list(node_attr(node, "w_shape"))
     if node.op_type == "QGemm":
         shape = [rows, w_shape[1]]
     elif hw is None:
         raise SystemExit(f"{name}: a QConv needs the input's height and width (--hw H W)")
     else:
-        shape = [rows, w_shape[1] * int(_attr(node, "group") or 1), *hw]
+        shape = [rows, w_shape[1] * int(node_attr(node, "group", 1)), *hw]
     inits = {i.name: i for i in model.graph.initializer}
     missing = [n for n in node.input[1:] if n and n not in inits]
     if missing:

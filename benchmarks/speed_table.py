@@ -96,11 +96,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for key in models:
         task = TASKS[key]()
         calib = args.out / f"{key}_calib.npz"
-        if not calib.is_file():
+        if not calib.is_file():   # the bench times on up to 64; written atomically, as the models (a cache)
+            import io
+
             import numpy as np
 
             args.out.mkdir(parents=True, exist_ok=True)
-            np.savez(calib, **{k: v[:64] for k, v in task.calib.items()})   # the bench times on up to 64
+            buf = io.BytesIO()
+            np.savez(buf, **{k: v[:64] for k, v in task.calib.items()})
+            write_bytes_atomic(calib, buf.getvalue())
         runs = [(b, "kmeans" if b.startswith("8") else "wq", b) for b in bits]
         if key in args.wq_at_8.split(","):
             runs += [(b, "wq", b + " wq") for b in bits if b.startswith("8")]

@@ -141,7 +141,8 @@ def with_level_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 ENV_NO_FUSION = "WQCOMPILE_NO_FUSION"
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+def node_attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -151,19 +152,19 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
 def _poolable(pool: onnx.NodeProto) -> bool:
     """A MaxPool QConvMaxPool can take over: 2-D, no indices output, explicit (or VALID) pads each smaller than the
     kernel, dilation 1, ceil_mode 0, so every window holds at least one tap."""
-    k = list(_attr(pool, "kernel_shape", []) or [])
+    k = list(node_attr(pool, "kernel_shape", []) or [])
     if len(k) != 2 or min(k) < 1 or (len(pool.output) > 1 and pool.output[1]):
         return False
-    auto_pad = _attr(pool, "auto_pad", b"NOTSET")
+    auto_pad = node_attr(pool, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    pads = list(_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
+    pads = list(node_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
     if auto_pad not in ("NOTSET", "", "VALID") or len(pads) != 4:
         return False
     if auto_pad == "VALID":
         pads = [0, 0, 0, 0]
-    strides = list(_attr(pool, "strides", [1, 1]) or [1, 1])
-    dil = list(_attr(pool, "dilations", [1, 1]) or [1, 1])
-    return (_attr(pool, "ceil_mode", 0) == 0 and dil == [1, 1] and len(strides) == 2 and min(strides) >= 1
+    strides = list(node_attr(pool, "strides", [1, 1]) or [1, 1])
+    dil = list(node_attr(pool, "dilations", [1, 1]) or [1, 1])
+    return (node_attr(pool, "ceil_mode", 0) == 0 and dil == [1, 1] and len(strides) == 2 and min(strides) >= 1
             and all(0 <= pads[d] < k[d % 2] for d in range(4)))
 
 
@@ -201,12 +202,12 @@ def with_qconv_maxpool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     def fuse(copy: onnx.GraphProto, pair: tuple[int, int]) -> tuple[set[int], set[str]]:
         i, j = pair
         conv, pool = copy.node[i], copy.node[j]
-        k = list(_attr(pool, "kernel_shape"))
-        auto_pad = _attr(pool, "auto_pad", b"NOTSET")
-        pads = [0, 0, 0, 0] if auto_pad in (b"VALID", "VALID") else list(_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
+        k = list(node_attr(pool, "kernel_shape"))
+        auto_pad = node_attr(pool, "auto_pad", b"NOTSET")
+        pads = [0, 0, 0, 0] if auto_pad in (b"VALID", "VALID") else list(node_attr(pool, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
         conv.op_type = "QConvMaxPool"
         conv.attribute.extend([onnx.helper.make_attribute("pool_kernel_shape", k),
-                               onnx.helper.make_attribute("pool_strides", list(_attr(pool, "strides", [1, 1]) or [1, 1])),
+                               onnx.helper.make_attribute("pool_strides", list(node_attr(pool, "strides", [1, 1]) or [1, 1])),
                                onnx.helper.make_attribute("pool_pads", pads)])
         inner = conv.output[0]
         conv.output[0] = pool.output[0]
@@ -317,8 +318,8 @@ def with_qconv_add_qrelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         c = graph.node[i]
         if c.domain != DOMAIN or c.op_type != "QConv" or len(c.input) > 7 or (len(c.input) >= 6 and c.input[5]):
             return None
-        w_shape = list(_attr(c, "w_shape", []) or [])
-        if len(w_shape) != 4 or (w_shape[1] == 1 and w_shape[0] == _attr(c, "group", 1)):
+        w_shape = list(node_attr(c, "w_shape", []) or [])
+        if len(w_shape) != 4 or (w_shape[1] == 1 and w_shape[0] == node_attr(c, "group", 1)):
             return None      # depthwise: not on the GEMM path
         return i
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -80,6 +81,17 @@ def run_ort(model: onnx.ModelProto, feeds: dict, isa: str | None = None, threads
         with forced_isa(isa):
             sess = runtime.InferenceSession(model, so)
     return sess.run(None, feeds)[0]
+
+
+@contextmanager
+def only_switches(names: tuple[str, ...], env: dict):
+    """Of the environment switches ``names``, exactly those in ``env`` while the block runs (kernels read them when
+    a session is created); the whole environment is restored afterwards."""
+    with mock.patch.dict(os.environ):
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        yield
 
 
 def run_layer_case(op: str, case: dict, *, as_inputs=False, isa: str | None = None, threads: int = 1) -> np.ndarray:

@@ -18,36 +18,23 @@ and float outputs, bias and row_scale, the extreme weights ±cmax with the large
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from unittest import mock
-
 import numpy as np
 import pytest
 
 from tests.ops.cases import random_operands
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, run_layer_case, same_bits
+from tests.runtime.helpers import cpu_has, only_switches, run_layer_case, same_bits
 from tests.runtime.test_parity import _row_scale, _thresholds
 from wqcompile.runtime_ops.qgemm import qgemm_reference
 
 pytestmark = [pytest.mark.requires_ops_lib,
               pytest.mark.skipif(not cpu_has("avx512"), reason="nibble panels need AVX-512")]
 
+SWITCHES = ("WQCOMPILE_REQUIRE_NIBBLES", "WQCOMPILE_NO_NIBBLES")
 MODES = {"nibbles": {"WQCOMPILE_REQUIRE_NIBBLES": "1"}, "int16": {"WQCOMPILE_NO_NIBBLES": "1"}, "auto": {}}
 KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 300, 3136)
 NS = (1, 2, 15, 16, 17, 31, 33, 48, 100, 128)
 BATCHES = ((), (1,), (2,), (3,), (4,), (2, 2), (5,))
-
-
-@contextmanager
-def switches(env: dict):
-    """Exactly the nibble switches in ``env`` while sessions are created (kernels read them at creation)."""
-    with mock.patch.dict(os.environ):
-        for name in ("WQCOMPILE_REQUIRE_NIBBLES", "WQCOMPILE_NO_NIBBLES"):
-            os.environ.pop(name, None)
-        os.environ.update(env)
-        yield
 
 
 def nibble_case(seed: int) -> dict:
@@ -80,7 +67,7 @@ def reference(case: dict) -> np.ndarray:
 
 
 def run_case(case: dict, env: dict, *, as_inputs=False, threads=1) -> np.ndarray:
-    with switches(env):
+    with only_switches(SWITCHES, env):
         return run_layer_case("QGemm", case, as_inputs=as_inputs, threads=threads)
 
 

@@ -18,15 +18,12 @@ mantissas -128, 127 (weights) and 255 (levels).
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, forced_isa, run_layer_case, same_bits
+from tests.runtime.helpers import cpu_has, forced_isa, only_switches, run_layer_case, same_bits
 from tests.runtime.test_parity import AUTO_PADS, _geometry_ok, _thresholds
 from wqcompile import runtime
 from wqcompile.runtime_ops import DOMAIN
@@ -43,23 +40,6 @@ MODES = {"u8": {"WQCOMPILE_REQUIRE_U8": "1"},
          "u8-no-vbmi": {"WQCOMPILE_REQUIRE_U8": "1", "WQCOMPILE_NO_VBMI": "1", "WQCOMPILE_IMAGE_CHUNK_BYTES": "1"},
          "int16": {"WQCOMPILE_NO_U8": "1"}}
 SWITCHES = ("WQCOMPILE_REQUIRE_U8", "WQCOMPILE_NO_U8", "WQCOMPILE_NO_VBMI", "WQCOMPILE_IMAGE_CHUNK_BYTES")
-
-
-@contextmanager
-def switches(env: dict):
-    """Exactly the u8 / VBMI switches in ``env`` while sessions are created (kernels read them at creation)."""
-    old = {k: os.environ.get(k) for k in SWITCHES}
-    for k in SWITCHES:
-        os.environ.pop(k, None)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def u8_table(rng, size: int) -> np.ndarray:
@@ -153,7 +133,7 @@ def reference(case: dict) -> np.ndarray:
 
 
 def run_case(case: dict, env: dict, *, as_inputs=False, threads=1, isa="avx512") -> np.ndarray:
-    with switches(env):
+    with only_switches(SWITCHES, env):
         return run_layer_case("QConv", case, as_inputs=as_inputs, isa=isa, threads=threads)
 
 
@@ -391,6 +371,6 @@ def test_u8_qconv_maxpool(seed):
     for mode, env in MODES.items():
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1 + seed % 2
-        with switches(env), forced_isa("avx512"):
+        with only_switches(SWITCHES, env), forced_isa("avx512"):
             got = runtime.InferenceSession(fused, so).run(None, {"X": case["x"]})[0]
         assert same_bits(got, expected), f"{mode}: differs on {int(np.sum(got != expected))} elements"

@@ -26,4 +26,4 @@ WQCOMPILE_OPS_LIBRARY="$LIB" LD_PRELOAD="$ASAN_RT $STDCXX" \
     tests/runtime/test_thresholds.py tests/runtime/test_packed_thresholds.py tests/runtime/test_dense_thresholds.py \
     tests/runtime/test_level_maxpool_isa.py tests/runtime/test_octave_thresholds.py tests/runtime/test_level_lookup_vbmi.py \
     tests/runtime/test_u8_path.py tests/runtime/test_dense_float_thresholds.py \
-    tests/runtime/test_depthwise_lanes.py tests/runtime/test_arithmetic_thresholds.py tests/runtime/test_nibble_panels.py "$@"
+    tests/runtime/test_depthwise_lanes.py tests/runtime/test_arithmetic_thresholds.py tests/runtime/test_nibble_panels.py tests/runtime/test_pool_tiles.py "$@"

@@ -21,7 +21,7 @@ namespace {
   IsaKernels {                                                                                                  \
     label, ns::kMR, ns::kNR, ns::gemm_tile, ns::quantize, ns::lookup, ns::pair_levels, ns::pair_floats, ns::max_u8, \
         ns::edge_float, ns::scale_rows, ns::edge_levels, ns::qrelu, ns::qdecode, ns::depthwise, ns::pack_panel, ns::max_pool, ns::max_pool_i32, ns::add_qrelu, fused,       \
-        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr                                      \
+        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr                    \
   }
 
 const IsaKernels& table_baseline() {
@@ -42,6 +42,8 @@ IsaKernels with_avx512_only(IsaKernels t, bool vbmi) {
   t.add_qrelu_rows = vbmi ? isa_avx512::add_qrelu_rows_vbmi : isa_avx512::add_qrelu_rows;
   t.edge_float_scaled = isa_avx512::edge_float_scaled;
   t.gemv_nibbles = isa_avx512::gemv_nibbles;
+  t.gemm_tile_pool_edge = isa_avx512::gemm_tile_pool_edge;
+  t.gemm_tile_u8_pool_edge = isa_avx512::gemm_tile_u8_pool_edge;
   return t;
 }
 

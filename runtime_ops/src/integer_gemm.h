@@ -455,7 +455,21 @@ struct IsaKernels {
   // pair p = 4g + q. table32: the panel's values, its 16 entries repeated twice (vpermw reads 5 index bits).
   void (*gemv_nibbles)(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp,
                        int32_t* c, size_t ldc, int rows);
+
+  // ---- QConvMaxPool with a 2x2, stride-2 pool: the pool inside the tile (AVX-512; nullptr elsewhere, which keeps
+  // the int32 accumulators and max_pool_i32). b is a *pool panel*: two half-panels of kp rows of kPoolLanes · 2
+  // columns (ldb apart as in gemm_tile; the second half kp · ldb on), column kPoolLanes · dx + l of half dy being
+  // the conv output pixel (2 py + dy, 2 px + dx) of the tile's pooled position l. Row r's output, for l < ncols
+  // (≤ kPoolLanes): edge(max over the four pixels' accumulators) into edge.out[r][l] (levels: QConvMaxPool's
+  // tables). Exact: the max commutes with the bias and the non-decreasing quantizer.
+  void (*gemm_tile_pool_edge)(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows,
+                              int ncols, const TileEdge& edge);
+  void (*gemm_tile_u8_pool_edge)(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows,
+                                 int ncols, const TileEdge& edge);
 };
+
+// the pooled positions of one pool panel (IsaKernels::gemm_tile_pool_edge): one vector of int32 lanes
+constexpr int kPoolLanes = 16;
 
 // the rows up to which QGemm takes IsaKernels::gemv_nibbles. The decode is shared by the rows, but from about 3
 // rows on the int16 panels are no longer bandwidth-bound (MNIST fc1, one thread: 1 row 13.4 against 18.7 µs, 2 rows

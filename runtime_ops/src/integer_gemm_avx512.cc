@@ -303,6 +303,60 @@ void tile_any(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, i
   }
 }
 
+// QConvMaxPool's 2x2, stride-2 pool inside the tile (IsaKernels::gemm_tile_pool_edge). b holds two half-panels of kg
+// int32 rows of 32 columns (ldb bytes apart; the second half starts kg · ldb bytes on): column 16 dx + l of half
+// dy is the conv output pixel (2 py + dy, 2 px + dx) of pooled position l. Each half runs the K loop into two
+// accumulators per row and folds them by max into one kept vector per row (8 rows: 16 accumulators + 8 kept + 3
+// operands, all in registers). Row r's max over its four pixels then goes through the row's edge as one vector of
+// 16 pooled positions. Exact: the max commutes with the bias added after it and with the non-decreasing quantizer,
+// so this is the pool of the quantized convolution, without its int32 accumulators in memory.
+template <Dot D, int R>
+void tile_pool_rows(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int ncols, const TileEdge& e) {
+  const __m512i z = _mm512_setzero_si512(), lowest = _mm512_set1_epi32(INT32_MIN);
+  __m512i m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest, m4 = lowest, m5 = lowest, m6 = lowest, m7 = lowest;
+  const char *a0 = a + 0 * (R > 0 ? lda : 0), *a1 = a + 1 * (R > 1 ? lda : 0), *a2 = a + 2 * (R > 2 ? lda : 0), *a3 = a + 3 * (R > 3 ? lda : 0), *a4 = a + 4 * (R > 4 ? lda : 0), *a5 = a + 5 * (R > 5 ? lda : 0), *a6 = a + 6 * (R > 6 ? lda : 0), *a7 = a + 7 * (R > 7 ? lda : 0);
+  for (int half = 0; half < 2; ++half) {
+    __m512i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
+    const char* const bh = b + static_cast<size_t>(half) * kg * ldb;
+    for (size_t p = 0; p < kg; ++p) {
+      const char* bp = bh + p * ldb;
+      const __m512i b0 = _mm512_loadu_si512(reinterpret_cast<const void*>(bp));
+      const __m512i b1 = _mm512_loadu_si512(reinterpret_cast<const void*>(bp + 64));
+#define WQ_POOL_ROW(r)                                                   \
+  if constexpr (R > r) {                                                 \
+    const __m512i av = _mm512_set1_epi32(load_group(a##r + 4 * p));      \
+    WQ_DOT(c##r##0, av, b0);                                             \
+    WQ_DOT(c##r##1, av, b1);                                             \
+  }
+      WQ_POOL_ROW(0) WQ_POOL_ROW(1) WQ_POOL_ROW(2) WQ_POOL_ROW(3) WQ_POOL_ROW(4) WQ_POOL_ROW(5) WQ_POOL_ROW(6) WQ_POOL_ROW(7)
+#undef WQ_POOL_ROW
+    }
+  // (maskz with every lane: _mm512_max_epi32's undefined pass-through source trips GCC 12's -Wuninitialized here)
+#define WQ_POOL_FOLD(r) \
+  if constexpr (R > r) m##r = _mm512_maskz_max_epi32(0xFFFF, m##r, _mm512_maskz_max_epi32(0xFFFF, c##r##0, c##r##1));
+    WQ_POOL_FOLD(0) WQ_POOL_FOLD(1) WQ_POOL_FOLD(2) WQ_POOL_FOLD(3) WQ_POOL_FOLD(4) WQ_POOL_FOLD(5) WQ_POOL_FOLD(6) WQ_POOL_FOLD(7)
+#undef WQ_POOL_FOLD
+  }
+  const __mmask16 mask = tail_mask(ncols);
+  const __m512i ms[8] = {m0, m1, m2, m3, m4, m5, m6, m7};
+  for (int r = 0; r < R; ++r) edge_row<1>(ms[r], z, z, r, mask, 0, 0, e);
+}
+
+template <Dot D>
+void tile_pool_any(const char* a, size_t lda, const char* b, size_t ldb, size_t kg, int rows, int ncols,
+                   const TileEdge& e) {
+  switch (rows) {
+    case 1: tile_pool_rows<D, 1>(a, lda, b, ldb, kg, ncols, e); break;
+    case 2: tile_pool_rows<D, 2>(a, lda, b, ldb, kg, ncols, e); break;
+    case 3: tile_pool_rows<D, 3>(a, lda, b, ldb, kg, ncols, e); break;
+    case 4: tile_pool_rows<D, 4>(a, lda, b, ldb, kg, ncols, e); break;
+    case 5: tile_pool_rows<D, 5>(a, lda, b, ldb, kg, ncols, e); break;
+    case 6: tile_pool_rows<D, 6>(a, lda, b, ldb, kg, ncols, e); break;
+    case 7: tile_pool_rows<D, 7>(a, lda, b, ldb, kg, ncols, e); break;
+    default: tile_pool_rows<D, 8>(a, lda, b, ldb, kg, ncols, e); break;
+  }
+}
+
 inline const char* bytes_of(const void* p) { return static_cast<const char*>(p); }
 
 // level = #{j : t[j] ≤ v} for 16 lanes. The padded table is sorted with at least one never-met entry, so with
@@ -839,6 +893,16 @@ void gemm_tile_u8(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, siz
 void gemm_tile_u8_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
                        const TileEdge& edge) {
   tile_any<Dot::kU8S8Quads, true>(bytes_of(a), lda, bytes_of(b), ldb, kq, nullptr, 0, rows, ncols, &edge);
+}
+
+void gemm_tile_pool_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
+                         const TileEdge& edge) {
+  tile_pool_any<Dot::kS16Pairs>(bytes_of(a), 2 * lda, bytes_of(b), 2 * ldb, kp, rows, ncols, edge);
+}
+
+void gemm_tile_u8_pool_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
+                            const TileEdge& edge) {
+  tile_pool_any<Dot::kU8S8Quads>(bytes_of(a), lda, bytes_of(b), ldb, kq, rows, ncols, edge);
 }
 
 void gemv_nibbles(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp, int32_t* c,

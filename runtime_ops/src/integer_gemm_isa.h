@@ -59,5 +59,9 @@ void add_qrelu_rows_vbmi(const float* a, size_t lda, const float* b, const uint8
 uint8_t depthwise_lanes_vbmi(const DepthwiseLanes& p);
 void gemv_nibbles(const int16_t* a, size_t lda, const uint8_t* nibbles, const int16_t* table32, size_t kp, int32_t* c,
                   size_t ldc, int rows);
+void gemm_tile_pool_edge(const int16_t* a, size_t lda, const int16_t* b, size_t ldb, size_t kp, int rows, int ncols,
+                         const TileEdge& edge);
+void gemm_tile_u8_pool_edge(const int8_t* a, size_t lda, const uint8_t* b, size_t ldb, size_t kq, int rows, int ncols,
+                            const TileEdge& edge);
 }
 }  // namespace wq

@@ -137,12 +137,23 @@ class QConvKernel : public Kernel {
   int64_t gemm_chunk_images(const ConvWeights& cw, const Geometry& g) const;
   void run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
                        bool raw, const ResidualJoin* res, int64_t batch, const ColumnBands* bands = nullptr) const;
+  // Padded rows [r0, r1) of one plane (image, group, channel pair or quad) of the pair (quad) image, from the
+  // input x, into base: that plane's hp · wp int32
+  void build_image_rows(const ConvWeights& cw, const Geometry& g, const InputView& x, int64_t plane, int64_t r0,
+                        int64_t r1, int32_t* base) const;
+  // the tap pairs (ConvWeights::tap_pairs) of padded rows [r0, r1) of the plane at base, whose rows up to
+  // r1 + ceil(dw / wp) are built
+  void pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int32_t* base) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                      void* y, bool raw = false) const;
   bool lanes_fit(const PreparedLayer& L) const;
   void run_depthwise_lanes(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                            uint8_t* y) const;
   void compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
+  // why QConvMaxPool cannot take the pool tiles (run_pool_tiles), "" when it can
+  std::string pool_tiles_refusal(const ConvWeights& cw) const;
+  void run_pool_tiles(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, uint8_t* y,
+                      int64_t ph, int64_t pw) const;
   void compute_residual(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x) const;
 
   std::string where_;
@@ -160,6 +171,8 @@ class QConvKernel : public Kernel {
   int64_t image_chunk_bytes_ = int64_t(1) << 20;  // padded image per run_gemm_images call (WQCOMPILE_IMAGE_CHUNK_BYTES)
   bool u8_allowed_ = true;    // WQCOMPILE_NO_U8 unset
   bool u8_required_ = false;  // WQCOMPILE_REQUIRE_U8 set
+  bool pool_tiles_allowed_ = true;    // WQCOMPILE_NO_POOL_TILES unset
+  bool pool_tiles_required_ = false;  // WQCOMPILE_REQUIRE_POOL_TILES set
   const IsaKernels* isa_ = nullptr;
   std::shared_ptr<const ConvWeights> constant_;   // set at creation when every operand is an initializer
   int64_t threads_ = 0;   // attribute intra_op_threads (0: unknown)
@@ -191,6 +204,8 @@ QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool p
   isa_ = &select_isa();
   u8_allowed_ = !env_flag("WQCOMPILE_NO_U8");
   u8_required_ = env_flag("WQCOMPILE_REQUIRE_U8");
+  pool_tiles_allowed_ = !env_flag("WQCOMPILE_NO_POOL_TILES");
+  pool_tiles_required_ = env_flag("WQCOMPILE_REQUIRE_POOL_TILES");
   if (const char* v = std::getenv("WQCOMPILE_IMAGE_CHUNK_BYTES"); v != nullptr && v[0] != '\0')
     image_chunk_bytes_ = std::max<int64_t>(1, std::strtoll(v, nullptr, 10));
   x_levels_ = sig.inputs[kX] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
@@ -574,6 +589,56 @@ void QConvKernel::run_gemm(OrtKernelContext* ctx, const ConvWeights& cw, const G
     });
 }
 
+void QConvKernel::build_image_rows(const ConvWeights& cw, const Geometry& g, const InputView& x, int64_t plane,
+                                   int64_t r0, int64_t r1, int32_t* base) const {
+  const PreparedLayer& L = *cw.layer;
+  const IsaKernels& isa = *isa_;
+  const int64_t lanes = cw.lanes, nq = (cg_ + lanes - 1) / lanes, wp = g.w + g.pl + g.pr, hw = g.h * g.w;
+  const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
+  // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
+  const int64_t c0 = grp * cg_ + lanes * q;
+  int64_t off[4] = {-1, -1, -1, -1};
+  for (int64_t l = 0; l < lanes; ++l) off[l] = lanes * q + l < cg_ ? (n * g.c + c0 + l) * hw : -1;
+  // `count` image entries from `shift` elements into each channel's plane
+  auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
+    int64_t at[4];
+    for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
+    if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
+    else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
+  };
+  const int pad = cw.pad_byte;
+  // rows of padding above and below the input, and the input rows iy0 .. iy1 - 1 between them
+  const int64_t iy0 = std::clamp<int64_t>(r0 - g.pt, 0, g.h), iy1 = std::clamp<int64_t>(r1 - g.pt, 0, g.h);
+  const int64_t top = std::min(r1, g.pt) - std::min(r0, g.pt), bottom_from = std::max(r0, g.pt + g.h);
+  if (top > 0) std::memset(base + r0 * wp, pad, sizeof(int32_t) * top * wp);
+  if (r1 > bottom_from) std::memset(base + bottom_from * wp, pad, sizeof(int32_t) * (r1 - bottom_from) * wp);
+  if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: all of them at once
+    if (iy1 > iy0) span(iy0 * g.w, (iy1 - iy0) * g.w, base + (g.pt + iy0) * wp);
+  } else {
+    for (int64_t iy = iy0; iy < iy1; ++iy) {
+      int32_t* row = base + (g.pt + iy) * wp;
+      std::memset(row, pad, sizeof(int32_t) * g.pl);
+      std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
+      span(iy * g.w, g.w, row + g.pl);
+    }
+  }
+}
+
+void QConvKernel::pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int32_t* base) const {
+  // the plane holds (X, 0) pairs (one channel); each int32 takes the column dw on as its high half. The low
+  // halves never change, so the order does not matter. Past the plane the high half is 0: a column past its
+  // row's end (or the plane's) only ever meets the zero weight of an odd kw's last pair. (The pairs of a row's
+  // last columns read the next row, and only ever meet zero weights: built anyway, so no stale or uninitialised
+  // int32 is ever read.)
+  const int64_t wp = g.w + g.pl + g.pr, np = (g.h + g.pt + g.pb) * wp, d = std::min(dw_, np);
+  const int64_t i1 = std::min(r1 * wp, np - d);
+  for (int64_t i = r0 * wp; i < i1; ++i)
+    base[i] = static_cast<int32_t>((static_cast<uint32_t>(base[i]) & 0xFFFFu) |
+                                   (static_cast<uint32_t>(base[i + d]) << 16));
+  for (int64_t i = std::max(r0 * wp, np - d); i < r1 * wp; ++i)
+    base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
+}
+
 void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                                   void* y, bool raw, const ResidualJoin* res, int64_t batch,
                                   const ColumnBands* bands) const {
@@ -583,55 +648,14 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
   const int64_t planes = g.n * group_ * nq;
   checked_numel({planes, hp, wp}, where_, "padded input");
-  // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
-  // padded rows [r0, r1) of one plane of the image, in img (a whole image's buffer)
-  const int64_t hw = g.h * g.w;
+  // padded rows [r0, r1) of one plane of the image, in img (a whole image's buffer); the tap pairs of padded rows
+  // [r0, r1) of one plane, whose rows up to r1 + tap_pair_rows are built
   auto build_rows = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
-    const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
-    // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
-    const int64_t c0 = grp * cg_ + lanes * q;
-    int64_t off[4] = {-1, -1, -1, -1};
-    for (int64_t l = 0; l < lanes; ++l) off[l] = lanes * q + l < cg_ ? (n * g.c + c0 + l) * hw : -1;
-    // `count` image entries from `shift` elements into each channel's plane
-    auto span = [&](int64_t shift, int64_t count, int32_t* dst) {
-      int64_t at[4];
-      for (int l = 0; l < 4; ++l) at[l] = off[l] >= 0 ? off[l] + shift : -1;
-      if (cw.u8) quad_span(isa, where_, L, attrs_, x, at, count, dst);
-      else pair_span(isa, where_, L, attrs_, x, at[0], at[1], count, dst);
-    };
-    int32_t* const base = img + plane * hp * wp;
-    const int pad = cw.pad_byte;
-    // rows of padding above and below the input, and the input rows iy0 .. iy1 - 1 between them
-    const int64_t iy0 = std::clamp<int64_t>(r0 - g.pt, 0, g.h), iy1 = std::clamp<int64_t>(r1 - g.pt, 0, g.h);
-    const int64_t top = std::min(r1, g.pt) - std::min(r0, g.pt), bottom_from = std::max(r0, g.pt + g.h);
-    if (top > 0) std::memset(base + r0 * wp, pad, sizeof(int32_t) * top * wp);
-    if (r1 > bottom_from) std::memset(base + bottom_from * wp, pad, sizeof(int32_t) * (r1 - bottom_from) * wp);
-    if (g.pl == 0 && g.pr == 0) {   // rows without side padding are contiguous: all of them at once
-      if (iy1 > iy0) span(iy0 * g.w, (iy1 - iy0) * g.w, base + (g.pt + iy0) * wp);
-    } else {
-      for (int64_t iy = iy0; iy < iy1; ++iy) {
-        int32_t* row = base + (g.pt + iy) * wp;
-        std::memset(row, pad, sizeof(int32_t) * g.pl);
-        std::memset(row + g.pl + g.w, pad, sizeof(int32_t) * g.pr);
-        span(iy * g.w, g.w, row + g.pl);
-      }
-    }
+    build_image_rows(cw, g, x, plane, r0, r1, img + plane * hp * wp);
   };
-  // the tap pairs of padded rows [r0, r1) of one plane, whose rows up to r1 + tap_pair_rows are built (the pairs
-  // of a row's last columns read the next row, and only ever meet zero weights: built anyway, so no stale or
-  // uninitialised int32 is ever read)
-  const int64_t np = hp * wp, d = std::min(dw_, np), tap_pair_rows = (d + wp - 1) / wp;
+  const int64_t np = hp * wp, tap_pair_rows = (std::min(dw_, np) + wp - 1) / wp;
   auto pair_taps = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
-    // the plane holds (X, 0) pairs (one channel); each int32 takes the column dw on as its high half. The low
-    // halves never change, so the order does not matter. Past the plane the high half is 0: a column past its
-    // row's end (or the plane's) only ever meets the zero weight of an odd kw's last pair.
-    int32_t* const base = img + plane * np;
-    const int64_t i1 = std::min(r1 * wp, np - d);
-    for (int64_t i = r0 * wp; i < i1; ++i)
-      base[i] = static_cast<int32_t>((static_cast<uint32_t>(base[i]) & 0xFFFFu) |
-                                     (static_cast<uint32_t>(base[i + d]) << 16));
-    for (int64_t i = std::max(r0 * wp, np - d); i < r1 * wp; ++i)
-      base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
+    pair_image_taps(g, r0, r1, img + plane * np);
   };
   // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
   const size_t image_size = static_cast<size_t>(planes * hp * wp + 64);
@@ -841,6 +865,99 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   }
 }
 
+// the longest K (in k-groups: int16 pairs or u8 quads) for which QConvMaxPool takes the pool tiles
+constexpr int64_t kPoolTileMaxK = 32;
+
+std::string QConvKernel::pool_tiles_refusal(const ConvWeights& cw) const {
+  if (!pool_tiles_allowed_) return "WQCOMPILE_NO_POOL_TILES is set";
+  if (cw.u8 ? isa_->gemm_tile_u8_pool_edge == nullptr : isa_->gemm_tile_pool_edge == nullptr)
+    return std::string("the ") + isa_->name + " instruction set has no pool tile";
+  if (!cw.filters.empty() || group_ != 1) return "the convolution is depthwise or grouped";
+  if (pool_.kh != 2 || pool_.kw != 2 || pool_.sh != 2 || pool_.sw != 2 ||
+      std::any_of(std::begin(pool_.pads), std::end(pool_.pads), [](int64_t p) { return p != 0; }))
+    return "the pool is not 2x2 with stride 2 and no pads";
+  // With a long K the multiply-adds dominate, and there the plain tile wins: 8 weight broadcasts per 24 of them
+  // (the pool tile: 8 per 16) and 48 columns of any pixels (the pool tile: whole kPoolLanes positions, so MNIST's
+  // conv2, 7x7 pooled, fills 49 of 64). Measured, MNIST (8,8) one thread: conv1 (K = 9, 6 tap pairs) 17.3 -> 14.3
+  // µs, conv2 (K = 288, 144 pairs) 57 -> 69 µs.
+  if (cw.kg > kPoolTileMaxK)
+    return "its K is long (" + std::to_string(cw.kg) + " k-groups > " + std::to_string(kPoolTileMaxK) + ")";
+  return "";
+}
+
+// QConvMaxPool with a 2x2, stride-2 pool: the pooled levels straight from the pool tiles
+// (IsaKernels::gemm_tile_pool_edge), without the int32 accumulators of the whole convolution output in memory,
+// their max_pool_i32 pass and its quantizer pass. A task is an image, or at a batch below the thread count a band of
+// its pooled rows (the session's count, or 2 when unknown): it builds the padded image rows its conv rows read (its
+// own copy), then per kPoolLanes pooled positions packs a pool panel and runs every row tile over it.
+void QConvKernel::run_pool_tiles(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
+                                 uint8_t* y, int64_t ph, int64_t pw) const {
+  const IsaKernels& isa = *isa_;
+  const int64_t nq = (cg_ + cw.lanes - 1) / cw.lanes, kg = cw.kg, mr = isa.mr;
+  const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr, np = hp * wp, pooled = ph * pw;
+  checked_numel({nq, hp, wp}, where_, "padded input");
+  const int64_t threads = threads_ > 0 ? threads_ : 2;
+  const int64_t bands = g.n >= threads ? 1 : std::min(ph, (threads + g.n - 1) / g.n);
+  const int64_t tap_pair_rows = (std::min(dw_, np) + wp - 1) / wp;
+  // one image's planes + 64 int32: the packer reads up to 31 int32 past a run (PanelPack)
+  const size_t image_size = static_cast<size_t>(nq * np + 64);
+  constexpr int64_t kHalf = 2 * kPoolLanes;   // columns of a half-panel: the pixels dx = 0, 1 of one row dy
+  const size_t panel_size = static_cast<size_t>(2 * kg * kHalf);
+  parallel_for(ctx, static_cast<size_t>(g.n * bands), [&](size_t t) {
+    const int64_t n = static_cast<int64_t>(t) / bands, b = static_cast<int64_t>(t) % bands;
+    const int64_t r0 = ph * b / bands, r1 = ph * (b + 1) / bands;   // pooled rows
+    if (r1 <= r0) return;
+    // the padded rows conv rows 2 r0 .. 2 r1 - 1 read
+    const int64_t i0 = 2 * r0 * sh_, i1 = (2 * r1 - 1) * sh_ + (kh_ - 1) * dh_ + 1;
+    int32_t* const img = thread_scratch<int32_t>(0, image_size);
+    for (int64_t q = 0; q < nq; ++q) {
+      build_image_rows(cw, g, x, n * nq + q, i0, cw.tap_pairs ? std::min(hp, i1 + tap_pair_rows) : i1, img + q * np);
+      if (cw.tap_pairs) pair_image_taps(g, i0, i1, img + q * np);
+    }
+    int32_t* const panel = thread_scratch<int32_t>(3, panel_size);
+    for (int64_t p0 = r0 * pw; p0 < r1 * pw; p0 += kPoolLanes) {
+      const int64_t count = std::min<int64_t>(kPoolLanes, r1 * pw - p0);
+      // a partial panel: its unused lanes read zeros (their results are never stored)
+      if (count < kPoolLanes) std::memset(panel, 0, sizeof(int32_t) * panel_size);
+      for (int64_t dy = 0; dy < 2; ++dy) {   // half dy: column kPoolLanes · dx + l = conv pixel (2py + dy, 2px + dx)
+        PanelRun runs[4 * kPoolLanes];
+        int nruns = 0;
+        for (int64_t dx = 0; dx < 2; ++dx)
+          for (int64_t p = p0; p < p0 + count;) {   // a run per pooled row: conv columns 2 apart
+            const int64_t py = p / pw, px = p % pw, len = std::min(p0 + count - p, pw - px);
+            runs[nruns++] = PanelRun{(2 * py + dy) * sh_ * wp + (2 * px + dx) * sw_,
+                                     static_cast<int32_t>(kPoolLanes * dx + (p - p0)), static_cast<int32_t>(len)};
+            p += len;
+          }
+        PanelPack pk{};
+        pk.x2 = img;
+        pk.runs = runs;
+        pk.nruns = nruns;
+        pk.nq = nq, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
+        pk.q_stride = np, pk.ky_stride = dh_ * wp, pk.kx_stride = cw.tap_pairs ? 2 * dw_ : dw_, pk.sx = 2 * sw_;
+        pk.dst = panel + dy * kg * kHalf;
+        pk.nr = kHalf, pk.ncols = kHalf;
+        isa.pack_panel(pk);
+      }
+      for (int64_t o0 = 0; o0 < m_; o0 += mr) {
+        const int rows = static_cast<int>(std::min(mr, m_ - o0));
+        void* out[8];
+        for (int r = 0; r < rows; ++r) out[r] = y + (n * m_ + o0 + r) * pooled + p0;
+        const size_t at = static_cast<size_t>(o0);
+        const TileEdge edge{cw.bias.data() + at, cw.row_tables.data() + at, cw.row_scales.data() + at, out};
+        if (cw.u8)
+          isa.gemm_tile_u8_pool_edge(cw.a8.data() + o0 * 4 * kg, static_cast<size_t>(4 * kg),
+                                     reinterpret_cast<const uint8_t*>(panel), 4 * kHalf, static_cast<size_t>(kg), rows,
+                                     static_cast<int>(count), edge);
+        else
+          isa.gemm_tile_pool_edge(cw.a.data() + o0 * 2 * kg, static_cast<size_t>(2 * kg),
+                                  reinterpret_cast<const int16_t*>(panel), 2 * kHalf, static_cast<size_t>(kg), rows,
+                                  static_cast<int>(count), edge);
+      }
+    }
+  });
+}
+
 // QConvMaxPool: chunks of images, each convolved into int32 acc + bias (thread scratch slot 6 of this thread), then
 // every (image, channel) plane pooled (slots 4, 5 of the worker) and quantized.
 void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g,
@@ -859,6 +976,12 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   checked_numel({g.n, m_, ph, pw}, where_, "output");
   auto* y = static_cast<uint8_t*>(allocate_output(ctx, 0, {g.n, m_, ph, pw}));
   if (g.n == 0) return;
+  const std::string refusal = pool_tiles_refusal(cw);
+  if (refusal.empty()) {
+    run_pool_tiles(ctx, cw, g, x, y, ph, pw);
+    return;
+  }
+  if (pool_tiles_required_) fail(where_, "WQCOMPILE_REQUIRE_POOL_TILES is set, but " + refusal);
   // about 512 KiB of accumulators per chunk (at least one image)
   const int64_t per_image = m_ * plane;
   int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, per_image));

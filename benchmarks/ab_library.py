@@ -9,8 +9,8 @@ the new one run in rotating rounds (``wqcompile.bench.time_interleaved_rounds``:
 of untimed runs before each timed one). The verdict is the median of the per-round new/base ratios: each round's
 runs are close in time, so the drift cancels.
 
-``--new-env KEY=VALUE`` sets environment variables while the new build's session is created (a kernel reads its
-switches then). It runs the same build twice under two settings. The two sessions must give bit-identical
+``--new-env KEY=VALUE`` (``--base-env``) sets environment variables while the new (base) build's session is created
+(a kernel reads its switches then). It runs the same build twice under two settings. The two sessions must give bit-identical
 outputs, else the run stops: a speed change must not change the numbers.
 """
 
@@ -38,10 +38,11 @@ def _session_with(library: Path, env: dict[str, str], model: onnx.ModelProto, th
 
 
 def ab(fp32: onnx.ModelProto, compiled: onnx.ModelProto, feeds: dict[str, np.ndarray], base: Path, new: Path, *,
-       threads: int, rounds: int, warmup: int = 5, new_env: dict[str, str] | None = None) -> dict[str, float]:
+       threads: int, rounds: int, warmup: int = 5, new_env: dict[str, str] | None = None,
+       base_env: dict[str, str] | None = None) -> dict[str, float]:
     """Median latencies (ms) of FP32, base and new, and the quartiles of the per-round new/base ratios."""
     sessions = [open_session(fp32, session_options(threads), False),
-                _session_with(base, {}, compiled, threads), _session_with(new, new_env or {}, compiled, threads)]
+                _session_with(base, base_env or {}, compiled, threads), _session_with(new, new_env or {}, compiled, threads)]
     out_base, out_new = (s.run(None, feeds) for s in sessions[1:])
     for a, b in zip(out_base, out_new):
         if not np.array_equal(a, b):
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--new", type=Path, required=True, help="the new build of libwq_ops.so")
     p.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment while the new build's session is created (repeatable)")
+    p.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment while the base build's session is created (repeatable)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=100)
@@ -69,14 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     for lib in (args.base, args.new):
         if not lib.is_file():
             p.error(f"{lib}: no such library")
-    bad = [e for e in args.new_env if "=" not in e]
+    bad = [e for e in args.new_env + args.base_env if "=" not in e]
     if bad:
-        p.error(f"--new-env takes KEY=VALUE, got {bad[0]!r}")
+        p.error(f"--new-env and --base-env take KEY=VALUE, got {bad[0]!r}")
     fp32 = with_dynamic_batch(onnx.load(args.model))
     compiled = with_dynamic_batch(onnx.load(args.compiled))
     feeds = batch_of(calibration_feeds(fp32, args.calib, 64), args.batch)
     r = ab(fp32, compiled, feeds, args.base, args.new, threads=args.threads, rounds=args.rounds,
-           new_env=dict(e.split("=", 1) for e in args.new_env))
+           new_env=dict(e.split("=", 1) for e in args.new_env),
+           base_env=dict(e.split("=", 1) for e in args.base_env))
     print(f"threads {args.threads} batch {args.batch}, {args.rounds} rounds: FP32 {r['fp32_ms']:.3f} ms, "
           f"base {r['base_ms']:.3f} ms ({r['base_ms'] / r['fp32_ms']:.3f} x FP32), new {r['new_ms']:.3f} ms "
           f"({r['new_ms'] / r['fp32_ms']:.3f} x FP32); new/base per round: median {r['new_vs_base']:.3f} "

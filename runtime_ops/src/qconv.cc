@@ -144,6 +144,10 @@ class QConvKernel : public Kernel {
   // the tap pairs (ConvWeights::tap_pairs) of padded rows [r0, r1) of the plane at base, whose rows up to
   // r1 + ceil(dw / wp) are built
   void pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int32_t* base) const;
+  // The packing of one column panel from the pair (quad) image img (planes of hp · wp int32, one image per group
+  // and channel pair or quad from img on): `runs` of columns sx int32 apart into dst ([kg][nr], ncols..nr zeroed)
+  PanelPack panel_pack(const ConvWeights& cw, const Geometry& g, const int32_t* img, const PanelRun* runs, int nruns,
+                       int64_t sx, int32_t* dst, int64_t nr, int64_t ncols) const;
   void run_depthwise(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                      void* y, bool raw = false) const;
   bool lanes_fit(const PreparedLayer& L) const;
@@ -639,6 +643,21 @@ void QConvKernel::pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int
     base[i] = static_cast<int32_t>(static_cast<uint32_t>(base[i]) & 0xFFFFu);
 }
 
+PanelPack QConvKernel::panel_pack(const ConvWeights& cw, const Geometry& g, const int32_t* img, const PanelRun* runs,
+                                  int nruns, int64_t sx, int32_t* dst, int64_t nr, int64_t ncols) const {
+  const int64_t wp = g.w + g.pl + g.pr;
+  PanelPack pk{};
+  pk.x2 = img;
+  pk.runs = runs;
+  pk.nruns = nruns;
+  pk.nq = (cg_ + cw.lanes - 1) / cw.lanes, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
+  pk.q_stride = (g.h + g.pt + g.pb) * wp, pk.ky_stride = dh_ * wp, pk.kx_stride = cw.tap_pairs ? 2 * dw_ : dw_;
+  pk.sx = sx;
+  pk.dst = dst;
+  pk.nr = nr, pk.ncols = ncols;
+  return pk;
+}
+
 void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x,
                                   void* y, bool raw, const ResidualJoin* res, int64_t batch,
                                   const ColumnBands* bands) const {
@@ -721,15 +740,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         runs[nruns++] = PanelRun{src, static_cast<int32_t>(j - j0), static_cast<int32_t>(len)};
         j += len;
       }
-      PanelPack pk{};
-      pk.x2 = img;
-      pk.runs = runs;
-      pk.nruns = nruns;
-      pk.nq = nq, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
-      pk.q_stride = hp * wp, pk.ky_stride = dh_ * wp, pk.kx_stride = cw.tap_pairs ? 2 * dw_ : dw_, pk.sx = sw_;
-      pk.dst = dst;
-      pk.nr = nr, pk.ncols = ncols;
-      isa.pack_panel(pk);
+      isa.pack_panel(panel_pack(cw, g, img, runs, nruns, sw_, dst, nr, ncols));
       *bp = dst;
       return static_cast<size_t>(nr);
     };
@@ -929,15 +940,7 @@ void QConvKernel::run_pool_tiles(OrtKernelContext* ctx, const ConvWeights& cw, c
                                      static_cast<int32_t>(kPoolLanes * dx + (p - p0)), static_cast<int32_t>(len)};
             p += len;
           }
-        PanelPack pk{};
-        pk.x2 = img;
-        pk.runs = runs;
-        pk.nruns = nruns;
-        pk.nq = nq, pk.kh = kh_, pk.kw = cw.tap_pairs ? (kw_ + 1) / 2 : kw_;   // tap pairs: every other kx
-        pk.q_stride = np, pk.ky_stride = dh_ * wp, pk.kx_stride = cw.tap_pairs ? 2 * dw_ : dw_, pk.sx = 2 * sw_;
-        pk.dst = panel + dy * kg * kHalf;
-        pk.nr = kHalf, pk.ncols = kHalf;
-        isa.pack_panel(pk);
+        isa.pack_panel(panel_pack(cw, g, img, runs, nruns, 2 * sw_, panel + dy * kg * kHalf, kHalf, kHalf));
       }
       for (int64_t o0 = 0; o0 < m_; o0 += mr) {
         const int rows = static_cast<int>(std::min(mr, m_ - o0));

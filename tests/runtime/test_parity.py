@@ -120,9 +120,9 @@ def conv_case(seed: int, row_scaled: bool = False) -> dict:
     return case
 
 
-def gemm_case(seed: int, row_scaled: bool = False) -> dict:
+def gemm_case(seed: int, row_scaled: bool = False, k_range: tuple[int, int] = (1, 300)) -> dict:
     rng = np.random.default_rng(2000 + seed)
-    k, rows_n = int(rng.integers(1, 300)), int(rng.integers(1, 100))
+    k, rows_n = int(rng.integers(*k_range)), int(rng.integers(1, 100))
     lead = [list(), [int(rng.integers(1, 40))], [int(rng.integers(1, 4)), int(rng.integers(1, 12))]][seed % 3]
     ops = random_operands(rng, (rows_n, k), (*lead, k), k, bits=1 + seed % 8, gc=(1, rows_n)[(seed // 8) % 2])
     _wide_level_table(rng, ops)
@@ -176,6 +176,14 @@ def test_qconv_random(isa, seed, monkeypatch):
 @pytest.mark.parametrize("seed", range(30))
 def test_qgemm_random(isa, seed):
     _check(gemm_case(seed), isa, as_inputs=seed % 7 == 3, threads=1 + seed % 2)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("seed", range(24))
+def test_qgemm_long_k(isa, seed):
+    """K of 512 to 1600 (test_qgemm_random's stop at 300): long int16 panels, nibble panels where the weights allow
+    them, row tiles over many k-pairs."""
+    _check(gemm_case(seed, k_range=(512, 1600)), isa, as_inputs=seed % 7 == 3, threads=1 + seed % 2)
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)

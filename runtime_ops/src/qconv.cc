@@ -70,6 +70,7 @@ struct ConvWeights {
   // every vpdpwssd multiplies a zero channel. The image's int32 at column x holds the channel's columns x and
   // x + dw, weight group (ky, p) the taps kx = 2p and 2p + 1 (0 past kw): kg = kh · ceil(kw / 2) instead of kh · kw.
   bool tap_pairs = false;
+  bool pool_tiles = false;         // QConvMaxPool with the pool tiles (run_pool_tiles; decided by pack())
   AlignedBuffer<int16_t> a;        // int16 path: [M][2·kg] weight mantissas, zero for channels past cg
   AlignedBuffer<int8_t> a8;        // u8 path: [M][4·kg] weight mantissas (s8), zero for channels past cg
   std::vector<int32_t> bias;       // the bias the GEMM paths add: the layer's, minus 128 · Σ_k C[o, k] for a u8 float input
@@ -125,7 +126,10 @@ class QConvKernel : public Kernel {
   void Compute(OrtKernelContext* ctx) override;
 
  private:
+  // the weights in the layout of the path they take (pack_layer), and for QConvMaxPool whether it takes the pool
+  // tiles (an error when WQCOMPILE_REQUIRE_POOL_TILES is set and it cannot)
   std::shared_ptr<const ConvWeights> pack(const LayerOperands& ops) const;
+  std::shared_ptr<ConvWeights> pack_layer(const LayerOperands& ops) const;
   std::string u8_refusal(const PreparedLayer& L) const;
   Geometry geometry(const InputView& x) const;
   // images n0 .. n0 + cn - 1 of the input x, and the geometry of that many images
@@ -138,11 +142,11 @@ class QConvKernel : public Kernel {
   void run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, const Geometry& g, const InputView& x, void* y,
                        bool raw, const ResidualJoin* res, int64_t batch, const ColumnBands* bands = nullptr) const;
   // Padded rows [r0, r1) of one plane (image, group, channel pair or quad) of the pair (quad) image, from the
-  // input x, into base: that plane's hp · wp int32
+  // input x, into base: that plane's hp · wp int32. With tap pairs (ConvWeights::tap_pairs) the rows up to
+  // r1 + ceil(dw / wp) are built too, which rows [r0, r1)'s pairs read (pair_image_taps).
   void build_image_rows(const ConvWeights& cw, const Geometry& g, const InputView& x, int64_t plane, int64_t r0,
                         int64_t r1, int32_t* base) const;
-  // the tap pairs (ConvWeights::tap_pairs) of padded rows [r0, r1) of the plane at base, whose rows up to
-  // r1 + ceil(dw / wp) are built
+  // the tap pairs of padded rows [r0, r1) of the plane at base
   void pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int32_t* base) const;
   // The packing of one column panel from the pair (quad) image img (planes of hp · wp int32, one image per group
   // and channel pair or quad from img on): `runs` of columns sx int32 apart into dst ([kg][nr], ncols..nr zeroed)
@@ -277,6 +281,17 @@ QConvKernel::QConvKernel(const OrtKernelInfo* info, const Signature& sig, bool p
 }
 
 std::shared_ptr<const ConvWeights> QConvKernel::pack(const LayerOperands& ops) const {
+  std::shared_ptr<ConvWeights> cw = pack_layer(ops);
+  if (pool_.on) {
+    const std::string refusal = pool_tiles_refusal(*cw);
+    if (pool_tiles_required_ && !refusal.empty())
+      fail(where_, "WQCOMPILE_REQUIRE_POOL_TILES is set, but " + refusal);
+    cw->pool_tiles = refusal.empty();
+  }
+  return cw;
+}
+
+std::shared_ptr<ConvWeights> QConvKernel::pack_layer(const LayerOperands& ops) const {
   auto cw = std::make_shared<ConvWeights>();
   const int64_t fan_in = cg_ * kh_ * kw_;
   cw->layer = prepare_layer(where_, attrs_, m_, fan_in, x_levels_, levels_out_, ops);
@@ -599,6 +614,8 @@ void QConvKernel::build_image_rows(const ConvWeights& cw, const Geometry& g, con
   const IsaKernels& isa = *isa_;
   const int64_t lanes = cw.lanes, nq = (cg_ + lanes - 1) / lanes, wp = g.w + g.pl + g.pr, hw = g.h * g.w;
   const int64_t q = plane % nq, grp = (plane / nq) % group_, n = plane / (nq * group_);
+  const int64_t hp = g.h + g.pt + g.pb, paired_to = r1;
+  if (cw.tap_pairs) r1 = std::min(hp, r1 + (std::min(dw_, hp * wp) + wp - 1) / wp);
   // the offsets of channels c0 .. c0 + lanes - 1 in X (-1 past the group's count: 0)
   const int64_t c0 = grp * cg_ + lanes * q;
   int64_t off[4] = {-1, -1, -1, -1};
@@ -626,6 +643,7 @@ void QConvKernel::build_image_rows(const ConvWeights& cw, const Geometry& g, con
       span(iy * g.w, g.w, row + g.pl);
     }
   }
+  if (cw.tap_pairs) pair_image_taps(g, r0, paired_to, base);
 }
 
 void QConvKernel::pair_image_taps(const Geometry& g, int64_t r0, int64_t r1, int32_t* base) const {
@@ -667,22 +685,13 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
   const int64_t hp = g.h + g.pt + g.pb, wp = g.w + g.pl + g.pr;
   const int64_t planes = g.n * group_ * nq;
   checked_numel({planes, hp, wp}, where_, "padded input");
-  // padded rows [r0, r1) of one plane of the image, in img (a whole image's buffer); the tap pairs of padded rows
-  // [r0, r1) of one plane, whose rows up to r1 + tap_pair_rows are built
-  auto build_rows = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
-    build_image_rows(cw, g, x, plane, r0, r1, img + plane * hp * wp);
-  };
-  const int64_t np = hp * wp, tap_pair_rows = (std::min(dw_, np) + wp - 1) / wp;
-  auto pair_taps = [&](int64_t plane, int64_t r0, int64_t r1, int32_t* img) {
-    pair_image_taps(g, r0, r1, img + plane * np);
-  };
+  const int64_t np = hp * wp;
   // + 64 int32: whole-vector reads past the last column of a direct view (below) stay inside the buffer
   const size_t image_size = static_cast<size_t>(planes * hp * wp + 64);
   int32_t* const x2 = bands != nullptr ? nullptr : thread_scratch<int32_t>(0, image_size);
   if (bands == nullptr) {   // the whole image (bands: each band task builds the rows it reads, below)
     parallel_for(ctx, static_cast<size_t>(planes), [&](size_t t) {
-      build_rows(static_cast<int64_t>(t), 0, hp, x2);
-      if (cw.tap_pairs) pair_taps(static_cast<int64_t>(t), 0, hp, x2);
+      build_image_rows(cw, g, x, static_cast<int64_t>(t), 0, hp, x2 + static_cast<int64_t>(t) * np);
     });
   }
   // rows o0.. of the weights against a B operand of kg int32 rows, ldb int32 apart: c (ldc = nr) or the edge
@@ -832,8 +841,7 @@ void QConvKernel::run_gemm_images(OrtKernelContext* ctx, const ConvWeights& cw, 
         int32_t* const img = thread_scratch<int32_t>(0, image_size);
         for (int64_t q = 0; q < nq; ++q) {
           const int64_t plane = n * nq + q;
-          build_rows(plane, r0, cw.tap_pairs ? std::min(hp, r1 + tap_pair_rows) : r1, img);
-          if (cw.tap_pairs) pair_taps(plane, r0, r1, img);
+          build_image_rows(cw, g, x, plane, r0, r1, img + plane * np);
         }
         const auto [o0, o1] = bands->rows.empty() ? std::pair<int64_t, int64_t>(0, mg) : bands->rows[t];
         int32_t* const dst = thread_scratch<int32_t>(3, static_cast<size_t>(panel_elems));
@@ -909,7 +917,6 @@ void QConvKernel::run_pool_tiles(OrtKernelContext* ctx, const ConvWeights& cw, c
   checked_numel({nq, hp, wp}, where_, "padded input");
   const int64_t threads = threads_ > 0 ? threads_ : 2;
   const int64_t bands = g.n >= threads ? 1 : std::min(ph, (threads + g.n - 1) / g.n);
-  const int64_t tap_pair_rows = (std::min(dw_, np) + wp - 1) / wp;
   // one image's planes + 64 int32: the packer reads up to 31 int32 past a run (PanelPack)
   const size_t image_size = static_cast<size_t>(nq * np + 64);
   constexpr int64_t kHalf = 2 * kPoolLanes;   // columns of a half-panel: the pixels dx = 0, 1 of one row dy
@@ -921,10 +928,7 @@ void QConvKernel::run_pool_tiles(OrtKernelContext* ctx, const ConvWeights& cw, c
     // the padded rows conv rows 2 r0 .. 2 r1 - 1 read
     const int64_t i0 = 2 * r0 * sh_, i1 = (2 * r1 - 1) * sh_ + (kh_ - 1) * dh_ + 1;
     int32_t* const img = thread_scratch<int32_t>(0, image_size);
-    for (int64_t q = 0; q < nq; ++q) {
-      build_image_rows(cw, g, x, n * nq + q, i0, cw.tap_pairs ? std::min(hp, i1 + tap_pair_rows) : i1, img + q * np);
-      if (cw.tap_pairs) pair_image_taps(g, i0, i1, img + q * np);
-    }
+    for (int64_t q = 0; q < nq; ++q) build_image_rows(cw, g, x, n * nq + q, i0, i1, img + q * np);
     int32_t* const panel = thread_scratch<int32_t>(3, panel_size);
     for (int64_t p0 = r0 * pw; p0 < r1 * pw; p0 += kPoolLanes) {
       const int64_t count = std::min<int64_t>(kPoolLanes, r1 * pw - p0);
@@ -979,12 +983,10 @@ void QConvKernel::compute_pooled(OrtKernelContext* ctx, const ConvWeights& cw, c
   checked_numel({g.n, m_, ph, pw}, where_, "output");
   auto* y = static_cast<uint8_t*>(allocate_output(ctx, 0, {g.n, m_, ph, pw}));
   if (g.n == 0) return;
-  const std::string refusal = pool_tiles_refusal(cw);
-  if (refusal.empty()) {
+  if (cw.pool_tiles) {
     run_pool_tiles(ctx, cw, g, x, y, ph, pw);
     return;
   }
-  if (pool_tiles_required_) fail(where_, "WQCOMPILE_REQUIRE_POOL_TILES is set, but " + refusal);
   // about 512 KiB of accumulators per chunk (at least one image)
   const int64_t per_image = m_ * plane;
   int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, per_image));

@@ -94,6 +94,29 @@ def only_switches(names: tuple[str, ...], env: dict):
         yield
 
 
+CONV_OPERANDS = ("X", "W", "codebook", "x_table", "bias", "thresholds")
+
+
+def conv_maxpool_model(case: dict, pool: dict, *, x: np.ndarray | None = None,
+                       as_inputs: bool = False) -> tuple[onnx.ModelProto, dict]:
+    """QConv (the case's operands and attrs, level output L), then MaxPool(**pool) into Y: the pair that
+    wqcompile.runtime fuses into QConvMaxPool. X is ``x`` (default: the case's); with ``as_inputs`` the other
+    operands are graph inputs too, else initializers. Returns (model, feeds)."""
+    values = [case["x"] if x is None else x] + [case[k] for k in ("W", "codebook", "x_table", "bias", "thresholds")]
+    present = [(n, v) for n, v in zip(CONV_OPERANDS, values) if v is not None]
+    inits = [numpy_helper.from_array(v, n) for n, v in present[1:] if not as_inputs]
+    fed = present if as_inputs else present[:1]
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)) for n, v in fed]
+    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(CONV_OPERANDS, values)], ["L"],
+                            domain=DOMAIN, name="conv", **case["attrs"])
+    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **pool)
+    graph = helper.make_graph([conv, mp], "g", inputs, [helper.make_tensor_value_info("Y", onnx.TensorProto.UINT8, None)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                              ir_version=8)
+    return model, dict(fed)
+
+
 def run_layer_case(op: str, case: dict, *, as_inputs=False, isa: str | None = None, threads: int = 1) -> np.ndarray:
     """One QConv / QGemm ``case`` (x, W, codebook, x_table, bias, thresholds, row_scale, attrs) on onnxruntime with
     the library: a uint8 output when it has thresholds, else float32; with ``as_inputs`` the operands are graph

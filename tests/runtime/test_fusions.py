@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from tests.runtime.helpers import ISAS, cpu_has, forced_isa, same_bits
+from tests.runtime.helpers import ISAS, conv_maxpool_model, cpu_has, forced_isa, same_bits
 from tests.runtime.test_parity import _reference, conv_case
 from wqcompile import runtime
 from wqcompile.runtime_ops import DOMAIN
@@ -68,19 +68,9 @@ def test_qconv_maxpool(isa, seed, monkeypatch):
     y = _reference(case)
     pools = [p for p in POOLS if _fits(y.shape, p)]
     pool = pools[seed % len(pools)]
-    as_inputs = seed % 7 == 3
-    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
-    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None and not as_inputs]
-    graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-                    for i, (n, v) in enumerate(zip(names, values)) if v is not None and (i == 0 or as_inputs)]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
-                            name="conv", **case["attrs"])
-    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **pool)
-    model = _model([conv, mp], graph_inputs, [helper.make_tensor_value_info("Y", U8, None)], inits)
+    model, feeds = conv_maxpool_model(case, pool, as_inputs=seed % 7 == 3)
     fused, n = runtime.with_qconv_maxpool(model)
     assert n == 1 and [x.op_type for x in fused.graph.node] == ["QConvMaxPool"]
-    feeds = {n: v for n, v in zip(names, values) if v is not None and (n == "X" or as_inputs)}
     threads = 1 + seed % 2
     want = _run(model, feeds, isa, threads, rewrite=False)[0]
     got = _run(model, feeds, isa, threads)[0]
@@ -99,14 +89,7 @@ def test_qconv_maxpool_batches(isa, batch, monkeypatch):
     x0 = case["x"]
     x = np.stack([rng.permuted(x0[i % len(x0)].ravel()).reshape(x0.shape[1:]) for i in range(batch)])
     pool = POOLS[0] if _fits(_reference(case).shape, POOLS[0]) else POOLS[-2]
-    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
-    values = [x, case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
-                            name="conv", **case["attrs"])
-    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **pool)
-    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))
-    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    model, _ = conv_maxpool_model(case, pool, x=x)
     want = _run(model, {"X": x}, isa, 2, rewrite=False)[0]
     for threads in (1, 2):
         got = _run(model, {"X": x}, isa, threads)[0]
@@ -127,14 +110,7 @@ def test_qconv_maxpool_bands(isa, seed, batch, pool, monkeypatch):
     rng = np.random.default_rng(seed)
     x0 = case["x"]
     x = rng.choice(x0.ravel(), size=(batch, x0.shape[1], 41, 38))   # values of the case's own input
-    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
-    values = [x, case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
-                            name="conv", **case["attrs"])
-    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **POOLS[pool])
-    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))
-    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    model, _ = conv_maxpool_model(case, POOLS[pool], x=x)
     want = _run(model, {"X": x}, isa, 2, rewrite=False)[0]
     assert want.shape[2] >= 6
     for threads in (1, 2):
@@ -146,14 +122,7 @@ def test_qconv_maxpool_thread_hint():
     """wqcompile.runtime tells the fused kernel the session's intra-op thread count (speed only: the same outputs
     either way, test_qconv_maxpool_bands); a negative count is refused by name."""
     case = _level_conv_case(0)
-    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
-    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"], domain=DOMAIN,
-                            name="conv", **case["attrs"])
-    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])
-    x_info = helper.make_tensor_value_info("X", helper.np_dtype_to_tensor_dtype(case["x"].dtype), list(case["x"].shape))
-    model = _model([conv, mp], [x_info], [helper.make_tensor_value_info("Y", U8, None)], inits)
+    model, _ = conv_maxpool_model(case, dict(kernel_shape=[2, 2], strides=[2, 2]))
     fused = runtime.with_qconv_maxpool(model)[0]
     hinted, changed = runtime.with_intra_op_threads(fused, 3)
     assert changed == 1 and {a.name: a.i for a in hinted.graph.node[0].attribute}.get("intra_op_threads") == 3

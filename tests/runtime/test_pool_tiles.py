@@ -5,7 +5,8 @@ wqcompile.runtime fuses a QConv with level output and its MaxPool into QConvMaxP
 without pads, a dense layer and a short K (at most 32 int16 pairs or u8 quads) the kernel takes the pool tiles:
 the pooled levels come straight from the tile's registers. Every case runs three ways:
 
-* ``WQCOMPILE_REQUIRE_POOL_TILES=1``: a QConvMaxPool that does not take the pool tiles is an error, so a passing run
+* ``WQCOMPILE_REQUIRE_POOL_TILES=1``: a QConvMaxPool that does not take the pool tiles is an error (at kernel
+  creation, or at the run for weights given as graph inputs), so a passing run
   proves the pool tiles computed the output;
 * ``WQCOMPILE_NO_POOL_TILES=1``: the int32 accumulators, max_pool_i32 and the quantizer pass, the A/B reference
   inside the library;
@@ -23,15 +24,13 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
 
 from tests.ops.cases import random_operands
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, forced_isa, only_switches, same_bits
+from tests.runtime.helpers import conv_maxpool_model, cpu_has, forced_isa, only_switches, same_bits
 from tests.runtime.test_parity import _thresholds
 from tests.runtime.test_u8_path import ACC_MAX, _maxpool_ref, s8_codebook, u8_levels, u8_table
 from wqcompile import runtime
-from wqcompile.runtime_ops import DOMAIN
 from wqcompile.runtime_ops.qconv import qconv_reference
 
 pytestmark = [pytest.mark.requires_ops_lib,
@@ -41,7 +40,6 @@ SWITCHES = ("WQCOMPILE_REQUIRE_POOL_TILES", "WQCOMPILE_NO_POOL_TILES", "WQCOMPIL
 MODES = {"pool-tiles": {"WQCOMPILE_REQUIRE_POOL_TILES": "1"}, "no-pool-tiles": {"WQCOMPILE_NO_POOL_TILES": "1"},
          "auto": {}}
 KERNELS = ((1, 1), (2, 2), (3, 3), (3, 1), (1, 3), (2, 3), (5, 5))
-NAMES = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
 
 
 def _geometry(rng, kh: int, kw: int) -> tuple[list[int], list[int], list[int], int, int]:
@@ -101,25 +99,8 @@ def reference_conv(case: dict) -> np.ndarray:
                            None, **case["attrs"])
 
 
-def pooled_model(case: dict, *, pool: dict | None = None, as_inputs: bool = False):
-    """QConv (level output) then MaxPool (2x2, stride 2 unless `pool`), fused as QConvMaxPool by the runtime."""
-    values = [case[k] for k in ("x", "W", "codebook", "x_table", "bias", "thresholds")]
-    present = [(n, v) for n, v in zip(NAMES, values) if v is not None]
-    inits = [numpy_helper.from_array(v, n) for n, v in present[1:] if not as_inputs]
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-              for i, (n, v) in enumerate(present) if i == 0 or as_inputs]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(NAMES, values)], ["L"],
-                            domain=DOMAIN, name="conv", **case["attrs"])
-    mp = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", **(pool or dict(kernel_shape=[2, 2], strides=[2, 2])))
-    graph = helper.make_graph([conv, mp], "g", inputs, [helper.make_tensor_value_info("Y", 2, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-                              ir_version=8)
-    feeds = {n: v for i, (n, v) in enumerate(present) if i == 0 or as_inputs}
-    return model, feeds
-
-
 def run_pooled(case: dict, env: dict, *, threads=1, as_inputs=False, pool=None, isa="avx512") -> np.ndarray:
-    model, feeds = pooled_model(case, pool=pool, as_inputs=as_inputs)
+    model, feeds = conv_maxpool_model(case, pool or dict(kernel_shape=[2, 2], strides=[2, 2]), as_inputs=as_inputs)
     assert runtime.with_qconv_maxpool(model)[1] == 1
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
 
 from tests.ops.oracles import pack_naive
-from tests.runtime.helpers import cpu_has, forced_isa, only_switches, run_layer_case, same_bits
+from tests.runtime.helpers import conv_maxpool_model, cpu_has, forced_isa, only_switches, run_layer_case, same_bits
 from tests.runtime.test_parity import AUTO_PADS, _geometry_ok, _thresholds
 from wqcompile import runtime
-from wqcompile.runtime_ops import DOMAIN
 from wqcompile.runtime_ops.qconv import qconv_reference
 
 pytestmark = [pytest.mark.requires_ops_lib,
@@ -355,16 +353,7 @@ def test_u8_qconv_maxpool(seed):
     case["thresholds"] = _thresholds(rng, y, [v + case["attrs"]["x_shift"] for v in case["attrs"]["w_shift"]], 1,
                                      case["codebook"].shape[0])
     expected = _maxpool_ref(reference(case), k, s, pads)
-    names = ["X", "W", "codebook", "x_table", "bias", "thresholds"]
-    values = [case["x"], case["W"], case["codebook"], case["x_table"], case["bias"], case["thresholds"]]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
-    conv = helper.make_node("QConv", [n if v is not None else "" for n, v in zip(names, values)], ["L"],
-                            domain=DOMAIN, name="conv", **case["attrs"])
-    pool = helper.make_node("MaxPool", ["L"], ["Y"], name="pool", kernel_shape=[k, k], strides=[s, s], pads=pads)
-    graph = helper.make_graph([conv, pool], "g", [helper.make_tensor_value_info("X", 2, list(case["x"].shape))],
-                              [helper.make_tensor_value_info("Y", 2, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-                              ir_version=8)
+    model, _ = conv_maxpool_model(case, dict(kernel_shape=[k, k], strides=[s, s], pads=pads))
     fused, count = runtime.with_qconv_maxpool(model)
     assert count == 1
     import onnxruntime as ort

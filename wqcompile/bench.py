@@ -8,9 +8,9 @@ INT8/FP32, WQ/INT8) with the quartiles of WQ/FP32's: each round's runs are well 
 machine's drift cancels in them (a ratio whose quartiles straddle 1.0 is a tie on this machine, not a win or a
 loss). The ratio of the two medians is printed next to it ("of med."). They agree when the machine is steady; when
 it changes speed during a cell they do not, and the ratio of medians is then the wrong one: each median can fall in
-a different phase (one cell read 1.21 as a ratio of medians while three quarters of its rounds were below 0.99). With several threads each timed run is preceded by
-a few ms of untimed runs of the same session (SETTLE_SECONDS), so the other sessions' spinning pool threads are
-asleep and do not steal the cores.
+a different phase (one cell read 1.21 as a ratio of medians while three quarters of its rounds were below 0.99).
+With several threads each timed run is preceded by 100 ms of untimed runs of the same session (SETTLE_SECONDS), so
+the other sessions' spinning pool threads are asleep and do not steal the cores.
 
 The INT8 baseline is what every onnxruntime user already has: ``onnxruntime.quantization.quantize_static``, QDQ
 format, per-channel weights, MinMax calibration, on the same calibration data as our compiler.
